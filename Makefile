@@ -1,0 +1,44 @@
+# Everyday commands. Each one works from a fresh clone with only Python and make: the
+# first run creates .venv and installs what it needs; later runs reuse it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+STAMP := $(VENV)/.installed
+
+.PHONY: help test test-fast lint typecheck demo browser-test clean
+
+help:
+	@echo "make demo   serve the example project with the Bitbucket simulator (PORT=$(PORT))"
+	@echo "make test   run the whole test suite (SQLite; DATABASE_URL=... for another database)"
+	@echo "make lint   ruff (lint and format check) and mypy"
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,browser,lint,example]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n auto --cov --cov-report=term -m "not browser and not concurrency"
+	@$(MAKE) --no-print-directory browser-test
+
+browser-test: $(STAMP)
+	@if [ -x "$${CHROMIUM:-/usr/bin/chromium}" ]; then \
+		$(BIN)/python -m pytest -p no:randomly -m browser tests/browser; \
+	elif [ -n "$$REQUIRE_BROWSER" ]; then \
+		echo "Chromium is missing and REQUIRE_BROWSER is set: failing."; exit 1; \
+	else \
+		echo; echo "*** Browser tests did NOT run: Chromium is missing (apt-get install chromium). ***"; echo; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy bitbucket_install tests example_project
+
+demo: $(STAMP)
+	$(BIN)/python example_project/manage.py demo --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .tox build dist *.egg-info .coverage .coverage.* htmlcov

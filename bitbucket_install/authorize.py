@@ -1,0 +1,216 @@
+"""Install links: build the Bitbucket authorize URL and check every rule it must follow.
+
+Pure protocol code (protocol.md section 1); the Django-facing callers are the template
+tags, the ``start`` view and the system checks, which all go through ``InstallLink``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
+
+from bitbucket_install.exceptions import InstallLinkError
+
+# Atlassian's rule for a descriptor key.
+ADDON_KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule: ``rule`` is stable (the system checks map it to an id)."""
+
+    rule: str
+    message: str
+    hint: str
+    is_warning: bool = False
+
+
+@dataclass(frozen=True)
+class InstallLink:
+    authorize_url: str
+    addon_key: str | None = None
+    descriptor_uri: str | None = None
+    redirect_uri: str | None = None
+    base_url: str | None = None
+
+    def problems(self) -> list[Problem]:
+        found = _check_authorize_url(self.authorize_url)
+        found += _check_app_identity(self.addon_key, self.descriptor_uri)
+        if self.redirect_uri is not None:
+            found += _check_redirect_uri(self.redirect_uri, self.base_url)
+        return found
+
+    def url(self) -> str:
+        """The authorize URL in the documented format; raises ``InstallLinkError``."""
+        for problem in self.problems():
+            if not problem.is_warning:
+                raise InstallLinkError(problem.rule, problem.message)
+        query: list[tuple[str, str]] = []
+        if self.addon_key is not None:
+            query.append(("addon_key", self.addon_key))
+        else:
+            query.append(("descriptor_uri", str(self.descriptor_uri)))
+        if self.redirect_uri is not None:
+            query.append(("redirect_uri", self.redirect_uri))
+        separator = "&" if "?" in self.authorize_url else "?"
+        return self.authorize_url + separator + urlencode(query, quote_via=quote)
+
+
+def _split(url: str) -> SplitResult | None:
+    """``url`` parsed, or None when it is not an absolute http(s) URL with a host."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or any(c.isspace() for c in url):
+        return None
+    return parts
+
+
+def is_loopback(parts: SplitResult) -> bool:
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_https(parts: SplitResult, rule: str, what: str) -> list[Problem]:
+    if parts.scheme == "https":
+        return []
+    if is_loopback(parts):
+        return [
+            Problem(
+                rule + "_loopback_http",
+                f"{what} uses plain HTTP; Bitbucket refuses it.",
+                "Only the development simulator accepts HTTP on a loopback host. "
+                "Use an HTTPS URL for real installs.",
+                is_warning=True,
+            )
+        ]
+    return [Problem(rule, f"{what} must use HTTPS.", f"Change {what} to an https:// URL.")]
+
+
+def _check_authorize_url(url: str) -> list[Problem]:
+    if _split(url) is None:
+        return [
+            Problem(
+                "authorize_url_absolute",
+                f"The authorize URL {url!r} is not an absolute http(s) URL.",
+                "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset to use Bitbucket's.",
+            )
+        ]
+    return []
+
+
+def _check_app_identity(addon_key: str | None, descriptor_uri: str | None) -> list[Problem]:
+    if addon_key is not None and descriptor_uri is not None:
+        return [
+            Problem(
+                "one_app_identity",
+                "Both an app key and a descriptor URI are set; an install link takes one.",
+                "Set BITBUCKET_INSTALL_ADDON_KEY for a registered app, or "
+                "BITBUCKET_INSTALL_DESCRIPTOR_URI for an unregistered one, not both.",
+            )
+        ]
+    if addon_key is not None:
+        if ADDON_KEY_PATTERN.fullmatch(addon_key) is None:
+            return [
+                Problem(
+                    "addon_key_format",
+                    f"The app key {addon_key!r} is not a valid Connect app key.",
+                    "Use 1 to 64 letters, digits, '.', '_' or '-', as in the descriptor.",
+                )
+            ]
+        return []
+    if descriptor_uri is None:
+        return [
+            Problem(
+                "one_app_identity",
+                "Neither an app key nor a descriptor URI is set.",
+                "Set BITBUCKET_INSTALL_ADDON_KEY (registered app) or "
+                "BITBUCKET_INSTALL_DESCRIPTOR_URI (unregistered app).",
+            )
+        ]
+    parts = _split(descriptor_uri)
+    if parts is None:
+        return [
+            Problem(
+                "descriptor_uri_absolute",
+                f"The descriptor URI {descriptor_uri!r} is not an absolute URL.",
+                "Give the full https:// URL of atlassian-connect.json.",
+            )
+        ]
+    return _check_https(parts, "descriptor_uri_https", "The descriptor URI")
+
+
+def _check_redirect_uri(redirect_uri: str, base_url: str | None) -> list[Problem]:
+    redirect = _split(redirect_uri)
+    if redirect is None:
+        return [
+            Problem(
+                "redirect_uri_absolute",
+                f"The redirect URI {redirect_uri!r} is not an absolute URL.",
+                "Give the full URL, or set BITBUCKET_INSTALL_BASE_URL to get the default.",
+            )
+        ]
+    base = _split(base_url) if base_url is not None else None
+    if base is None:
+        return [
+            Problem(
+                "base_url_absolute",
+                f"The base URL {base_url!r} is not an absolute URL.",
+                "Set BITBUCKET_INSTALL_BASE_URL to the descriptor's baseUrl.",
+            )
+        ]
+    found = _check_https(base, "base_url_https", "The base URL")
+    if _is_templated(redirect_uri) or _is_templated(str(base_url)):
+        found.append(
+            Problem(
+                "plain_url",
+                "The redirect URI and base URL must be plain URLs, without URI templates.",
+                "Remove '{...}' context parameters from both.",
+            )
+        )
+    elif not is_under(redirect, base):
+        found.append(
+            Problem(
+                "redirect_uri_under_base_url",
+                f"The redirect URI {redirect_uri!r} is not under the base URL {base_url!r}.",
+                "Bitbucket answers invalid_request unless the redirect URI starts with the "
+                "descriptor's baseUrl (same scheme, host, port and leading path segments).",
+            )
+        )
+    return found
+
+
+def _is_templated(url: str) -> bool:
+    return "{" in url or "}" in url
+
+
+def _segments(path: str) -> list[str]:
+    return [segment for segment in path.split("/") if segment]
+
+
+def is_under(url: SplitResult, base: SplitResult) -> bool:
+    """Is ``url`` at or below ``base``? Compared by parts, never as string prefixes."""
+    if url.username is not None or url.password is not None or base.username is not None:
+        return False
+    if url.fragment or base.query or base.fragment:
+        return False
+    if url.scheme != base.scheme or url.hostname != base.hostname:
+        return False
+    if (url.port or DEFAULT_PORTS[url.scheme]) != (base.port or DEFAULT_PORTS[base.scheme]):
+        return False
+    url_segments = _segments(url.path)
+    # A browser resolves dot segments before it asks, so "/app/../evil" leaves "/app".
+    if any(unquote(segment) in {".", ".."} for segment in url_segments):
+        return False
+    base_segments = _segments(base.path)
+    return url_segments[: len(base_segments)] == base_segments

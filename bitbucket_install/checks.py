@@ -1,0 +1,132 @@
+"""System checks: ``manage.py check`` names every install-link rule the settings break."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from bitbucket_install.authorize import ADDON_KEY_PATTERN, InstallLink
+from bitbucket_install.conf import app_settings
+
+# Stable ids; a retired id stays reserved and is never reused.
+RULE_IDS = {
+    "authorize_url_absolute": "E001",
+    "one_app_identity": "E002",
+    "addon_key_format": "E003",
+    "descriptor_uri_absolute": "E004",
+    "descriptor_uri_https": "E005",
+    "redirect_uri_absolute": "E006",
+    "base_url_absolute": "E007",
+    "base_url_https": "E008",
+    "plain_url": "E009",
+    "redirect_uri_under_base_url": "E010",
+    "descriptor_uri_https_loopback_http": "W001",
+    "base_url_https_loopback_http": "W002",
+}
+DURATION_SETTINGS = ("JWT_LEEWAY", "JWT_MAX_AGE", "FLOW_MAX_AGE", "CONFIRM_WINDOW")
+KNOWN_CONTEXTS = {"account"}
+
+
+def _message(id_suffix: str, message: str, hint: str) -> CheckMessage:
+    kind = Warning if id_suffix.startswith("W") else Error
+    return kind(message, hint=hint, id=f"bitbucket_install.{id_suffix}")
+
+
+@register(Tags.security, "bitbucket_install")
+def check_install_link(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    if app_settings.BASE_URL is None:
+        return [
+            _message(
+                "E007",
+                "BITBUCKET_INSTALL_BASE_URL is not set.",
+                "Set it to the descriptor's baseUrl, e.g. https://app.example.com.",
+            )
+        ]
+    link = InstallLink(
+        authorize_url=app_settings.AUTHORIZE_URL,
+        addon_key=app_settings.ADDON_KEY,
+        descriptor_uri=app_settings.DESCRIPTOR_URI,
+        redirect_uri=app_settings.REDIRECT_URI,
+        base_url=app_settings.BASE_URL,
+    )
+    return [_message(RULE_IDS[p.rule], p.message, p.hint) for p in link.problems()]
+
+
+@register("bitbucket_install")
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    found = []
+    for name in DURATION_SETTINGS:
+        value = getattr(settings, f"BITBUCKET_INSTALL_{name}", 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            found.append(
+                _message(
+                    "E011",
+                    f"BITBUCKET_INSTALL_{name} must be a whole number of seconds, not {value!r}.",
+                    "Give a non-negative int, or remove the setting to use the default.",
+                )
+            )
+    if getattr(settings, "BITBUCKET_INSTALL_SIMULATOR", False):
+        found.append(
+            _message(
+                "W003",
+                "The development simulator is enabled"
+                + ("." if settings.DEBUG else ", but it only runs with DEBUG on."),
+                "Never enable BITBUCKET_INSTALL_SIMULATOR outside development.",
+            )
+        )
+    return found
+
+
+@register("bitbucket_install")
+def check_descriptor(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    descriptor = app_settings.DESCRIPTOR
+    found = []
+    key = descriptor.get("key")
+    if not isinstance(key, str) or ADDON_KEY_PATTERN.fullmatch(key) is None:
+        found.append(
+            _message(
+                "E012",
+                f"The descriptor has no valid key ({key!r}).",
+                "Set BITBUCKET_INSTALL_ADDON_KEY, or BITBUCKET_INSTALL_DESCRIPTOR['key'] for "
+                "an unregistered app: 1 to 64 letters, digits, '.', '_' or '-'.",
+            )
+        )
+    for field in ("name", "description"):
+        if not isinstance(descriptor.get(field), str) or not descriptor.get(field):
+            found.append(
+                _message(
+                    "E013",
+                    f"The descriptor has no {field}.",
+                    f"Set BITBUCKET_INSTALL_DESCRIPTOR['{field}'].",
+                )
+            )
+    unknown_contexts = set(descriptor.get("contexts") or []) - KNOWN_CONTEXTS
+    if unknown_contexts or not descriptor.get("contexts"):
+        found.append(
+            _message(
+                "E014",
+                f"The descriptor's contexts {descriptor.get('contexts')!r} are not valid.",
+                'Use ["account"]; Bitbucket removed the "personal" context in 2023.',
+            )
+        )
+    if not isinstance(descriptor.get("modules"), dict) or not isinstance(
+        descriptor.get("scopes"), list
+    ):
+        found.append(
+            _message(
+                "E015",
+                "The descriptor's modules must be a dict and its scopes a list.",
+                "Check BITBUCKET_INSTALL_DESCRIPTOR['modules'] and ['scopes'].",
+            )
+        )
+    return found

@@ -1,0 +1,47 @@
+"""The app descriptor, ``atlassian-connect.json`` (protocol.md section 5), from settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views import View
+
+from bitbucket_install.conf import app_settings
+
+# Keys the descriptor is built from; any other key of the setting is passed through.
+BUILT_KEYS = {"key", "name", "description", "vendor", "scopes", "contexts", "modules"}
+
+
+def build_descriptor() -> dict[str, Any]:
+    configured = app_settings.DESCRIPTOR
+    descriptor: dict[str, Any] = {
+        "key": configured["key"],
+        "name": configured["name"],
+        "description": configured.get("description", ""),
+        "baseUrl": app_settings.BASE_URL,
+        "authentication": {"type": "jwt"},
+        "lifecycle": {
+            "installed": app_settings.relative_to_base(reverse("bitbucket_install:installed")),
+            "uninstalled": app_settings.relative_to_base(reverse("bitbucket_install:uninstalled")),
+        },
+        "scopes": list(configured["scopes"]),
+        "contexts": list(configured["contexts"]),
+        "modules": dict(configured["modules"]),
+    }
+    if configured.get("vendor"):
+        descriptor["vendor"] = configured["vendor"]
+    for name, value in configured.items():
+        if name not in BUILT_KEYS:
+            descriptor[name] = value
+    return descriptor
+
+
+class DescriptorView(View):
+    http_method_names = ["get", "head"]
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        response = JsonResponse(build_descriptor(), json_dumps_params={"indent": 2})
+        response["Access-Control-Allow-Origin"] = "*"
+        return response

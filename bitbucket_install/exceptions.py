@@ -1,0 +1,29 @@
+"""The app's errors: one base class, mixed with Django's meaning where one applies."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+
+
+class BitbucketInstallError(Exception):
+    """Base class of every error this app raises."""
+
+
+class ConfigurationError(BitbucketInstallError, ImproperlyConfigured):
+    """The project's settings break a rule of the install protocol."""
+
+
+class InstallLinkError(ConfigurationError):
+    """An install link would break a rule of protocol.md section 1; ``rule`` names it."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class BadRequest(BitbucketInstallError, SuspiciousOperation):
+    """A request failed verification; ``reason`` is a stable code, safe to log."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason

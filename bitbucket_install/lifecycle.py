@@ -1,0 +1,139 @@
+"""Lifecycle callbacks: Bitbucket's server-to-server ``installed`` and ``uninstalled`` POSTs.
+
+Signing follows protocol.md section 4: the first install is trusted on first use, every
+later callback for a known clientKey must be signed with the secret stored for it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from django.db import DatabaseError, IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from bitbucket_install.conf import app_settings
+from bitbucket_install.models import Installation
+from bitbucket_install.payloads import LifecyclePayload, PayloadError, parse_lifecycle
+from bitbucket_install.signals import send_on_commit, uninstalled
+from bitbucket_install.tokens import TokenError
+from bitbucket_install.verification import printable, token_from_header, verify_request_token
+
+logger = logging.getLogger("bitbucket_install")
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class LifecycleView(View):
+    """Parse and check the body, then ``record`` it in one transaction; answer 204."""
+
+    http_method_names = ["post"]
+    event_type = ""
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        client_key = None
+        try:
+            payload = parse_lifecycle(request.body, self.event_type)
+            client_key = payload.client_key
+            expected_key = app_settings.DESCRIPTOR.get("key")
+            if payload.key and expected_key and payload.key != expected_key:
+                raise PayloadError("payload_key")
+            with transaction.atomic():
+                self.record(request, payload, token_from_header(request))
+        except PayloadError as error:
+            return self.refuse(400, error.reason, client_key)
+        except TokenError as error:
+            return self.refuse(401, error.reason, client_key)
+        except DatabaseError:
+            logger.exception("lifecycle %s: database error", self.event_type)
+            return HttpResponse(status=503)
+        logger.info("lifecycle %s accepted: client_key=%s", self.event_type, client_key)
+        return HttpResponse(status=204)
+
+    def refuse(self, status: int, reason: str, client_key: str | None) -> HttpResponse:
+        logger.warning(
+            "lifecycle %s refused: reason=%s client_key=%s",
+            self.event_type,
+            reason,
+            printable(client_key),
+        )
+        return HttpResponse(status=status)
+
+    def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def locked(client_key: str) -> Installation | None:
+        installation: Installation | None = (
+            Installation.objects.select_for_update().filter(client_key=client_key).first()
+        )
+        return installation
+
+
+def _fields(payload: LifecyclePayload) -> dict[str, object]:
+    return {
+        "addon_key": payload.key,
+        "shared_secret": payload.shared_secret,
+        "public_key": payload.public_key,
+        "base_url": payload.base_url,
+        "base_api_url": payload.base_api_url,
+        "product_type": payload.product_type,
+        "principal": payload.principal,
+        "principal_uuid": payload.principal_uuid,
+        "principal_name": payload.principal_name,
+        "installed_by": payload.user,
+        "installed_at": timezone.now(),
+        "uninstalled_at": None,
+        # Each install is confirmed by its own return trip.
+        "confirmed_at": None,
+        "confirmed_flow": "",
+    }
+
+
+class InstalledView(LifecycleView):
+    event_type = "installed"
+
+    def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
+        installation = self.locked(payload.client_key)
+        if installation is None:
+            try:
+                with transaction.atomic():
+                    Installation.objects.create(client_key=payload.client_key, **_fields(payload))
+                return
+            except IntegrityError:
+                # A concurrent first install of the same clientKey won the insert.
+                installation = Installation.objects.select_for_update().get(
+                    client_key=payload.client_key
+                )
+        if installation.shared_secret:
+            if token is None:
+                if hmac.compare_digest(installation.shared_secret, payload.shared_secret):
+                    return  # a retry of the install that is already stored: nothing to change
+                raise TokenError("token_missing")
+            verify_request_token(
+                request, token, installation.shared_secret, issuer=payload.client_key
+            )
+        # else: the row came from a verified return trip before any callback, so this is
+        # the first callback and, as protocol.md says, trusted on first use.
+        for name, value in _fields(payload).items():
+            setattr(installation, name, value)
+        installation.save()
+
+
+class UninstalledView(LifecycleView):
+    event_type = "uninstalled"
+
+    def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
+        installation = self.locked(payload.client_key)
+        if installation is None or not installation.shared_secret:
+            raise TokenError("unknown_installation")
+        if token is None:
+            raise TokenError("token_missing")
+        verify_request_token(request, token, installation.shared_secret, issuer=payload.client_key)
+        if installation.uninstalled_at is None:
+            installation.uninstalled_at = timezone.now()
+            installation.save(update_fields=["uninstalled_at", "updated_at"])
+            send_on_commit(uninstalled, installation=installation, request=request)

@@ -1,0 +1,129 @@
+"""Lifecycle callback bodies (protocol.md section 4), parsed and checked before any query.
+
+Every value is checked for type, length and characters here, so SQLite, PostgreSQL and
+MariaDB see the same clean data (PostgreSQL refuses NUL bytes; MariaDB would truncate).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from bitbucket_install.authorize import ADDON_KEY_PATTERN
+from bitbucket_install.tokens import is_valid_client_key
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_ACCOUNT_JSON_BYTES = 8 * 1024
+SECRET_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class PayloadError(Exception):
+    """A lifecycle body was refused; ``reason`` is a stable, loggable code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LifecyclePayload:
+    event_type: str
+    client_key: str
+    key: str
+    shared_secret: str
+    public_key: str
+    base_url: str
+    base_api_url: str
+    product_type: str
+    principal: dict[str, Any] | None
+    user: dict[str, Any] | None
+
+    @property
+    def principal_uuid(self) -> str:
+        return _account_text(self.principal, "uuid", 64)
+
+    @property
+    def principal_name(self) -> str:
+        return _account_text(self.principal, "display_name", 255) or _account_text(
+            self.principal, "username", 255
+        )
+
+
+def _account_text(account: dict[str, Any] | None, field: str, max_length: int) -> str:
+    value = (account or {}).get(field)
+    return value[:max_length] if isinstance(value, str) else ""
+
+
+def parse_lifecycle(body: bytes, event_type: str) -> LifecyclePayload:
+    """The body of an ``installed`` or ``uninstalled`` callback, or ``PayloadError``."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadError("payload_too_large")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise PayloadError("payload_not_json") from error
+    if not isinstance(data, dict):
+        raise PayloadError("payload_not_object")
+    if data.get("eventType", event_type) != event_type:
+        raise PayloadError("payload_event_type")
+    client_key = data.get("clientKey")
+    if not isinstance(client_key, str) or not is_valid_client_key(client_key):
+        raise PayloadError("payload_client_key")
+    shared_secret = data.get("sharedSecret", "")
+    required_secret = event_type == "installed"
+    if not isinstance(shared_secret, str) or (
+        (required_secret or shared_secret) and not SECRET_PATTERN.fullmatch(shared_secret)
+    ):
+        raise PayloadError("payload_shared_secret")
+    key = _text(data, "key", 64)
+    if key and not ADDON_KEY_PATTERN.fullmatch(key):
+        raise PayloadError("payload_key")
+    return LifecyclePayload(
+        event_type=event_type,
+        client_key=client_key,
+        key=key,
+        shared_secret=shared_secret,
+        public_key=_text(data, "publicKey", 4096),
+        base_url=_url(data, "baseUrl"),
+        base_api_url=_url(data, "baseApiUrl"),
+        product_type=_text(data, "productType", 32),
+        principal=_account(data, "principal"),
+        user=_account(data, "user"),
+    )
+
+
+def _text(data: dict[str, Any], field: str, max_length: int) -> str:
+    value = data.get(field, "")
+    if value is None:
+        return ""
+    if (
+        not isinstance(value, str)
+        or len(value) > max_length
+        or CONTROL_CHARACTERS.search(value) is not None
+    ):
+        raise PayloadError(f"payload_{field}")
+    return value
+
+
+def _url(data: dict[str, Any], field: str) -> str:
+    value = _text(data, field, 255)
+    if value and urlsplit(value).scheme not in {"http", "https"}:
+        raise PayloadError(f"payload_{field}")
+    return value
+
+
+def _account(data: dict[str, Any], field: str) -> dict[str, Any] | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise PayloadError(f"payload_{field}")
+    encoded = json.dumps(value)
+    # json.dumps writes NUL as \u0000, which PostgreSQL's jsonb refuses.
+    if len(encoded) > MAX_ACCOUNT_JSON_BYTES or "\\u0000" in encoded:
+        raise PayloadError(f"payload_{field}")
+    return value

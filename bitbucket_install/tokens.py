@@ -1,0 +1,208 @@
+"""Atlassian Connect JWT: canonical request, query string hash, encode and verify.
+
+Pure protocol code on PyJWT: no Django imports, so it can be reused and tested alone.
+protocol.md section 3 is the specification followed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+import jwt
+from jwt.algorithms import HMACAlgorithm
+
+ALGORITHM = "HS256"
+CONTEXT_QSH = "context-qsh"
+MAX_TOKEN_LENGTH = 8192
+# clientKeys are "ari:cloud:bitbucket::app/{uuid}/{key}" or "connection:{id}"; anything
+# else (control characters, spaces, markup, absurd lengths) is refused before a lookup.
+CLIENT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:/{}._@+=-]{0,254}")
+
+
+class TokenError(Exception):
+    """A Connect JWT failed verification; ``reason`` is a stable, loggable code."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _ConnectHMAC(HMACAlgorithm):
+    # Bitbucket chooses the shared secrets (some are short) and the app cannot change
+    # them, so PyJWT's key-length warning would only be noise on every request.
+    def check_key_length(self, key: bytes) -> str | None:
+        return None
+
+
+_jws = jwt.PyJWS(algorithms=[])
+_jws.register_algorithm(ALGORITHM, _ConnectHMAC(HMACAlgorithm.SHA256))
+
+
+def _encode_component(value: str) -> str:
+    return quote(value, safe="~")
+
+
+def canonical_path(path: str, base_path: str = "") -> str:
+    """The request path relative to the app's base path, as the qsh wants it."""
+    base_path = base_path.rstrip("/")
+    if base_path and (path == base_path or path.startswith(base_path + "/")):
+        path = path[len(base_path) :]
+    path = path.strip("/")
+    return "/" + path.replace("&", "%26")
+
+
+def canonical_query(query_string: str) -> str:
+    """The query, minus ``jwt``, sorted and encoded as the reference libraries do."""
+    values_by_name: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query_string, keep_blank_values=True):
+        if name != "jwt":
+            values_by_name.setdefault(name, []).append(value)
+    pairs = sorted(
+        (_encode_component(name), ",".join(_encode_component(v) for v in sorted(values)))
+        for name, values in values_by_name.items()
+    )
+    return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def canonical_request(method: str, path: str, query_string: str, base_path: str = "") -> str:
+    return "&".join(
+        (method.upper(), canonical_path(path, base_path), canonical_query(query_string))
+    )
+
+
+def query_string_hash(method: str, path: str, query_string: str, base_path: str = "") -> str:
+    canonical = canonical_request(method, path, query_string, base_path)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def encode_token(
+    claims: Mapping[str, Any],
+    secret: str,
+    *,
+    method: str | None = None,
+    path: str = "/",
+    query_string: str = "",
+    base_path: str = "",
+    lifetime: int = 180,
+    now: float | None = None,
+) -> str:
+    """A Connect JWT signed with ``secret``; with ``method``, bound to that request."""
+    issued_at = int(time.time() if now is None else now)
+    payload: dict[str, Any] = {"iat": issued_at, "exp": issued_at + lifetime, **claims}
+    if method is not None:
+        payload["qsh"] = query_string_hash(method, path, query_string, base_path)
+    return _jws.encode(
+        json.dumps(payload, separators=(",", ":")).encode(),
+        secret.encode(),
+        algorithm=ALGORITHM,
+        headers={"typ": "JWT"},
+    )
+
+
+@dataclass(frozen=True)
+class UnverifiedToken:
+    """A token's header and claims before its signature is checked: look, don't trust."""
+
+    header: dict[str, Any]
+    claims: dict[str, Any]
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` claim, checked for type and shape, safe to use as a lookup key."""
+        issuer = self.claims.get("iss")
+        if not isinstance(issuer, str):
+            raise TokenError("token_claims")
+        if not is_valid_client_key(issuer):
+            raise TokenError("token_issuer")
+        return issuer
+
+
+def is_valid_client_key(value: str) -> bool:
+    return CLIENT_KEY_PATTERN.fullmatch(value) is not None
+
+
+def read_unverified(token: str) -> UnverifiedToken:
+    """Parse a token without trusting it; any malformation is one ``TokenError``."""
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        raise TokenError("token_malformed")
+    try:
+        decoded = _jws.decode_complete(token, options={"verify_signature": False})
+        claims = json.loads(decoded["payload"])
+    except (jwt.InvalidTokenError, ValueError) as error:
+        raise TokenError("token_malformed") from error
+    header = decoded["header"]
+    if not isinstance(claims, dict):
+        raise TokenError("token_malformed")
+    if header.get("alg") != ALGORITHM:
+        # Signed installs (RS256 with a kid) would need Atlassian's key server, which
+        # Bitbucket does not use: refuse them rather than ever skip the check.
+        raise TokenError("token_algorithm")
+    return UnverifiedToken(header=header, claims=claims)
+
+
+def verify_token(
+    token: str,
+    secret: str,
+    *,
+    qsh: str | None,
+    issuer: str | None = None,
+    audience: str | None = None,
+    leeway: int = 30,
+    max_age: int = 600,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Verify a Connect JWT and return its claims, or raise ``TokenError``.
+
+    ``qsh`` is the hash of the request being served; None is only for callers that bind
+    the token to the request some other way (nobody in this app).
+    """
+    unverified = read_unverified(token)
+    try:
+        _jws.decode_complete(token, key=secret.encode(), algorithms=[ALGORITHM])
+    except jwt.InvalidTokenError as error:
+        raise TokenError("token_signature") from error
+    claims = unverified.claims
+    _check_times(claims, leeway=leeway, max_age=max_age, now=time.time() if now is None else now)
+    token_issuer = unverified.issuer
+    if issuer is not None and token_issuer != issuer:
+        raise TokenError("token_issuer")
+    if "aud" in claims and not _audience_matches(claims["aud"], audience or token_issuer):
+        raise TokenError("token_audience")
+    token_qsh = claims.get("qsh")
+    if not isinstance(token_qsh, str):
+        raise TokenError("token_claims")
+    if token_qsh == CONTEXT_QSH:
+        raise TokenError("token_context_qsh")
+    if qsh is not None and not hmac.compare_digest(token_qsh.encode(), qsh.encode()):
+        raise TokenError("token_qsh")
+    return claims
+
+
+def _check_times(claims: Mapping[str, Any], *, leeway: int, max_age: int, now: float) -> None:
+    issued_at, expires_at = claims.get("iat"), claims.get("exp")
+    if not (isinstance(issued_at, (int, float)) and isinstance(expires_at, (int, float))):
+        raise TokenError("token_claims")
+    if isinstance(issued_at, bool) or isinstance(expires_at, bool):
+        raise TokenError("token_claims")
+    if expires_at + leeway < now:
+        raise TokenError("token_expired")
+    if issued_at - leeway > now:
+        raise TokenError("token_issued_in_future")
+    if issued_at + max_age + leeway < now or expires_at - issued_at > max_age:
+        raise TokenError("token_too_old")
+
+
+def _audience_matches(audience: object, expected: str) -> bool:
+    if isinstance(audience, str):
+        return audience == expected
+    if isinstance(audience, list):
+        return expected in audience
+    return False

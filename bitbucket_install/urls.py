@@ -1,0 +1,16 @@
+from django.urls import path
+
+from bitbucket_install import views
+from bitbucket_install.descriptor import DescriptorView
+from bitbucket_install.lifecycle import InstalledView, UninstalledView
+
+app_name = "bitbucket_install"
+
+urlpatterns = [
+    path("install/", views.StartView.as_view(), name="start"),
+    path("callback/", views.CallbackView.as_view(), name="callback"),
+    path("result/", views.ResultView.as_view(), name="result"),
+    path("atlassian-connect.json", DescriptorView.as_view(), name="descriptor"),
+    path("installed", InstalledView.as_view(), name="installed"),
+    path("uninstalled", UninstalledView.as_view(), name="uninstalled"),
+]
