@@ -26,7 +26,10 @@ class StatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() in {"installed", "uninstalled"}:
-            return queryset.filter(uninstalled_at__isnull=self.value() == "installed")
+            filtered: QuerySet[Any] = queryset.filter(
+                uninstalled_at__isnull=self.value() == "installed"
+            )
+            return filtered
         return queryset
 
 
