@@ -98,11 +98,12 @@ def _check_https(parts: SplitResult, rule: str, what: str) -> list[Problem]:
 
 
 def _check_authorize_url(url: str) -> list[Problem]:
-    if _split(url) is None:
+    # A fragment would swallow the query that ``url()`` appends.
+    if _split(url) is None or "#" in url:
         return [
             Problem(
                 "authorize_url_absolute",
-                f"The authorize URL {url!r} is not an absolute http(s) URL.",
+                f"The authorize URL {url!r} is not an absolute http(s) URL without a fragment.",
                 "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset to use Bitbucket's.",
             )
         ]
@@ -152,23 +153,27 @@ def _check_app_identity(addon_key: str | None, descriptor_uri: str | None) -> li
 
 def _check_redirect_uri(redirect_uri: str, base_url: str | None) -> list[Problem]:
     redirect = _split(redirect_uri)
-    if redirect is None:
-        return [
-            Problem(
-                "redirect_uri_absolute",
-                f"The redirect URI {redirect_uri!r} is not an absolute URL.",
-                "Give the full URL, or set BITBUCKET_INSTALL_BASE_URL to get the default.",
-            )
-        ]
     base = _split(base_url) if base_url is not None else None
+    # The base URL first: a bad one also spoils the default redirect URI built from it.
+    found: list[Problem] = []
     if base is None:
-        return [
+        found.append(
             Problem(
                 "base_url_absolute",
                 f"The base URL {base_url!r} is not an absolute URL.",
                 "Set BITBUCKET_INSTALL_BASE_URL to the descriptor's baseUrl.",
             )
-        ]
+        )
+    if redirect is None:
+        found.append(
+            Problem(
+                "redirect_uri_absolute",
+                f"The redirect URI {redirect_uri!r} is not an absolute URL.",
+                "Give the full URL, or set BITBUCKET_INSTALL_BASE_URL to get the default.",
+            )
+        )
+    if redirect is None or base is None:
+        return found
     found = _check_https(base, "base_url_https", "The base URL")
     if _is_templated(redirect_uri) or _is_templated(str(base_url)):
         found.append(
@@ -178,7 +183,8 @@ def _check_redirect_uri(redirect_uri: str, base_url: str | None) -> list[Problem
                 "Remove '{...}' context parameters from both.",
             )
         )
-    elif not is_under(redirect, base):
+    elif "#" in redirect_uri or "#" in str(base_url) or not is_under(redirect, base):
+        # Even an empty fragment ("...#") would hide Bitbucket's appended query.
         found.append(
             Problem(
                 "redirect_uri_under_base_url",
@@ -198,6 +204,11 @@ def _segments(path: str) -> list[str]:
     return [segment for segment in path.split("/") if segment]
 
 
+def _port(parts: SplitResult) -> int:
+    """The explicit port, or the scheme's default (an explicit ``:0`` stays 0)."""
+    return DEFAULT_PORTS[parts.scheme] if parts.port is None else parts.port
+
+
 def is_under(url: SplitResult, base: SplitResult) -> bool:
     """Is ``url`` at or below ``base``? Compared by parts, never as string prefixes."""
     if url.username is not None or url.password is not None or base.username is not None:
@@ -206,7 +217,10 @@ def is_under(url: SplitResult, base: SplitResult) -> bool:
         return False
     if url.scheme != base.scheme or url.hostname != base.hostname:
         return False
-    if (url.port or DEFAULT_PORTS[url.scheme]) != (base.port or DEFAULT_PORTS[base.scheme]):
+    if _port(url) != _port(base):
+        return False
+    # Browsers read a backslash as "/" in http(s) paths: "/app/x\..\..\evil" leaves "/app".
+    if "\\" in url.path:
         return False
     url_segments = _segments(url.path)
     # A browser resolves dot segments before it asks, so "/app/../evil" leaves "/app".

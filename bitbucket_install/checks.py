@@ -110,8 +110,12 @@ def check_descriptor(
                     f"Set BITBUCKET_INSTALL_DESCRIPTOR['{field}'].",
                 )
             )
-    unknown_contexts = set(descriptor.get("contexts") or []) - KNOWN_CONTEXTS
-    if unknown_contexts or not descriptor.get("contexts"):
+    contexts = descriptor.get("contexts")
+    if (
+        not isinstance(contexts, (list, tuple))
+        or not contexts
+        or not all(isinstance(context, str) and context in KNOWN_CONTEXTS for context in contexts)
+    ):
         found.append(
             _message(
                 "E014",

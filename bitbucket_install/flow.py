@@ -63,9 +63,20 @@ def _load(request: HttpRequest) -> list[Flow]:
             flow = Flow(**item)
         except TypeError:
             continue
-        if flow.started_at >= oldest_allowed:
+        if _well_typed(flow) and flow.started_at >= oldest_allowed:
             flows.append(flow)
     return flows
+
+
+def _well_typed(flow: Flow) -> bool:
+    """Session data of another shape (garbage, an older version) is ignored, not trusted."""
+    return (
+        isinstance(flow.id, str)
+        and isinstance(flow.next, str)
+        and (flow.user_id is None or isinstance(flow.user_id, str))
+        and isinstance(flow.started_at, (int, float))
+        and not isinstance(flow.started_at, bool)
+    )
 
 
 def _save(request: HttpRequest, flows: list[Flow]) -> None:
@@ -95,9 +106,8 @@ def finish(request: HttpRequest, flow: Flow) -> None:
 
 def remember_confirmed(request: HttpRequest, client_key: str) -> None:
     """Note that this browser confirmed ``client_key``, so a repeated return is idempotent."""
-    confirmed = [
-        key for key in request.session.get(CONFIRMED_SESSION_KEY, []) if key != client_key
-    ]
+    stored = request.session.get(CONFIRMED_SESSION_KEY)
+    confirmed = [key for key in stored if key != client_key] if isinstance(stored, list) else []
     request.session[CONFIRMED_SESSION_KEY] = [*confirmed, client_key][-MAX_FLOWS_PER_SESSION:]
 
 
