@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -191,6 +192,13 @@ def _check_times(claims: Mapping[str, Any], *, leeway: int, max_age: int, now: f
     if not (isinstance(issued_at, (int, float)) and isinstance(expires_at, (int, float))):
         raise TokenError("token_claims")
     if isinstance(issued_at, bool) or isinstance(expires_at, bool):
+        raise TokenError("token_claims")
+    # JSON's NaN and Infinity parse as floats, and NaN compares false to everything: such
+    # a token would pass every time check below and never expire.
+    # (Only floats can be: math.isfinite would overflow on a huge int.)
+    if any(
+        isinstance(value, float) and not math.isfinite(value) for value in (issued_at, expires_at)
+    ):
         raise TokenError("token_claims")
     if expires_at + leeway < now:
         raise TokenError("token_expired")
