@@ -1,6 +1,6 @@
 from django.urls import path
 
-from bitbucket_install import views
+from bitbucket_install import simulator, views
 from bitbucket_install.descriptor import DescriptorView
 from bitbucket_install.lifecycle import InstalledView, UninstalledView
 
@@ -13,4 +13,5 @@ urlpatterns = [
     path("atlassian-connect.json", DescriptorView.as_view(), name="descriptor"),
     path("installed", InstalledView.as_view(), name="installed"),
     path("uninstalled", UninstalledView.as_view(), name="uninstalled"),
+    path("simulator/authorize/", simulator.SimulatorView.as_view(), name="simulator"),
 ]

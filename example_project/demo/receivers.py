@@ -1,0 +1,35 @@
+"""What the example site does when an install succeeds or fails: it tells the user.
+
+A real project would do its own work here too (create a project, schedule a sync, ...).
+Receivers run after the installation is committed; one that raises is logged by the app and
+harms nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.dispatch import receiver
+from django.utils.translation import gettext
+
+from bitbucket_install.models import Installation
+from bitbucket_install.signals import install_failed, installed
+
+
+@receiver(installed, dispatch_uid="example_project.demo.receivers.announce_installed")
+def announce_installed(sender: type[Installation], **kwargs: Any) -> None:
+    installation: Installation = kwargs["installation"]
+    workspace = installation.principal_name or installation.client_key
+    if kwargs["user"] is None:
+        text = gettext("The app is installed on %(workspace)s.")
+    else:
+        text = gettext("The app is installed on %(workspace)s and connected to your account.")
+    # fail_silently: a request without the messages middleware must not break the install.
+    messages.success(kwargs["request"], text % {"workspace": workspace}, fail_silently=True)
+
+
+@receiver(install_failed, dispatch_uid="example_project.demo.receivers.announce_install_failed")
+def announce_install_failed(sender: type[Installation], **kwargs: Any) -> None:
+    text = gettext("The app was not installed (%(error)s).") % {"error": kwargs["error"]}
+    messages.error(kwargs["request"], text, fail_silently=True)
