@@ -170,6 +170,7 @@ class CallbackView(View):
 
     http_method_names = ["get"]
     flow: Flow | None = None
+    repeat_only = False
 
     def get(self, request: HttpRequest) -> HttpResponse:
         try:
@@ -239,22 +240,25 @@ class CallbackView(View):
             raise Rejected(error.reason) from error
         return _flow_started_by(request, claims["iat"])
 
-    def verify_fresh_install(self, request: HttpRequest, client_key: str) -> Flow:
+    def verify_fresh_install(self, request: HttpRequest, client_key: str) -> Flow | None:
         """Trust rule 1 without a JWT: an unregistered app's just-installed, unclaimed row,
-        and (stricter than the rule) a flow of this browser that began before it."""
+        and (stricter than the rule) a flow of this browser that began before it.
+        ``record`` checks "unclaimed" under the row lock (a repeat of this very flow is
+        idempotent there); a repeat after the flow was used up is only answered again."""
         if app_settings.ADDON_KEY is not None:
             raise Rejected("token_missing")
         installation = Installation.objects.filter(
             client_key=client_key,
             uninstalled_at__isnull=True,
-            confirmed_at__isnull=True,
             installed_at__gte=timezone.now() - timedelta(seconds=app_settings.CONFIRM_WINDOW),
         ).first()
-        if installation is None or installation.installed_at is None:
-            raise Rejected("client_key_unverified")
-        flow = _flow_started_by(request, installation.installed_at.timestamp())
+        flow = None
+        if installation is not None and installation.installed_at is not None:
+            flow = _flow_started_by(request, installation.installed_at.timestamp())
         if flow is None:
-            raise Rejected("client_key_unverified")
+            if not flows.has_confirmed(request, client_key):
+                raise Rejected("client_key_unverified")
+            self.repeat_only = True  # this browser's own confirmed return, repeated
         return flow
 
     @staticmethod
@@ -284,6 +288,8 @@ class CallbackView(View):
             if same_flow or flows.has_confirmed(request, installation.client_key):
                 return False  # this browser's own return, repeated: same answer, no signal
             raise Rejected("already_confirmed")
+        if self.repeat_only:
+            raise Rejected("client_key_unverified")  # reinstalled since: needs a new flow
         if self.flow is not None and self.flow.user_id is not None:
             if installation.user_id is not None and str(installation.user_id) != self.flow.user_id:
                 raise Rejected("connected_to_another_user")
@@ -341,7 +347,9 @@ class CallbackView(View):
             result.update(
                 client_key=installation.client_key,
                 principal_name=installation.principal_name,
-                connected=installation.user_id is not None,
+                # Connected to whoever is looking, not merely to somebody.
+                connected=installation.user_id is not None
+                and installation.user_id == getattr(getattr(request, "user", None), "pk", None),
             )
         result.update(details)
         request.session[RESULT_SESSION_KEY] = result

@@ -1,0 +1,130 @@
+"""Helpers to drive the browser's return trip (``/bitbucket/callback/``) in tests.
+
+- ``signed_query(client_key, secret, ...)``: the query string Bitbucket appends for a
+  registered app, ``jwt`` signed over ``GET /bitbucket/callback/`` and exactly that query.
+- ``start_flow(client, next_url)``: POSTs the install button's form, as a browser does.
+- ``age_flows(client, seconds)`` / ``flow_ids(client)``: look at and move the flows of a
+  test client's session.
+- ``unregistered(settings)``: switch the app to an unregistered one (``descriptor_uri``).
+- ``installed_via_lifecycle(client, ...)``: the ``installed`` callback, as Bitbucket sends
+  it before redirecting the browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib.auth.models import User
+from django.http.response import HttpResponseBase
+from django.test import Client
+from pytest_django.fixtures import Settings
+
+from bitbucket_install import flow as flows
+from bitbucket_install.models import Installation
+from bitbucket_install.tokens import encode_token
+from tests.lifecycle_helpers import lifecycle_body, post_lifecycle
+
+CALLBACK_PATH = "/bitbucket/callback/"
+START_PATH = "/bitbucket/install/"
+RESULT_PATH = "/bitbucket/result/"
+APP_SECRET = "app-level-shared-secret"  # BITBUCKET_INSTALL_SHARED_SECRET of tests/settings.py
+INSTALL_SECRET = "installation-shared-secret-42"
+DESCRIPTOR_URI = "https://app.example.com/bitbucket/atlassian-connect.json"
+KEY_A = "ari:cloud:bitbucket::app/{5a1b2c3d-aaaa-4e5f-8a9b-0c1d2e3f4a5b}/example-app"
+KEY_B = "ari:cloud:bitbucket::app/{6b2c3d4e-bbbb-4f60-9bac-1d2e3f4a5b6c}/example-app"
+
+
+def signed_query(
+    client_key: str,
+    secret: str,
+    *,
+    spelling: str = "clientKey",
+    iss: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+    signed_for: str | None = None,
+    now: float | None = None,
+    lifetime: int = 180,
+) -> str:
+    """``<spelling>=<client_key>[&extra]&jwt=<token>`` with the token over that query.
+
+    ``signed_for`` signs another query instead (a wrong qsh); ``iss`` defaults to the key.
+    """
+    query = urlencode([(spelling, client_key), *extra])
+    token = encode_token(
+        {"iss": client_key if iss is None else iss},
+        secret,
+        method="GET",
+        path=CALLBACK_PATH,
+        query_string=query if signed_for is None else signed_for,
+        now=now,
+        lifetime=lifetime,
+    )
+    return query + "&" + urlencode({"jwt": token})
+
+
+def token_of(query: str) -> str:
+    """The ``jwt`` value of a query built by ``signed_query``."""
+    return query.rsplit("&jwt=", 1)[1]
+
+
+def return_url(query: str) -> str:
+    return CALLBACK_PATH + "?" + query
+
+
+def start_flow(client: Client, next_url: str | None = None) -> HttpResponseBase:
+    """Start an install flow in ``client``'s session, as the button's form does."""
+    data = {} if next_url is None else {"next": next_url}
+    response: HttpResponseBase = client.post(START_PATH, data)
+    assert response.status_code == 303
+    return response
+
+
+def _stored_flows(client: Client) -> list[dict[str, Any]]:
+    stored: list[dict[str, Any]] = client.session.get(flows.SESSION_KEY, [])
+    return stored
+
+
+def flow_ids(client: Client) -> list[str]:
+    """Ids of the flows stored in ``client``'s session, oldest first."""
+    return [str(item["id"]) for item in _stored_flows(client)]
+
+
+def age_flows(client: Client, seconds: float) -> None:
+    """Pretend every flow of ``client``'s session started ``seconds`` earlier."""
+    session = client.session
+    session[flows.SESSION_KEY] = [
+        {**item, "started_at": item["started_at"] - seconds} for item in _stored_flows(client)
+    ]
+    session.save()
+
+
+def unregistered(settings: Settings) -> None:
+    """An unregistered app: install links use ``descriptor_uri``, returns carry no JWT."""
+    settings.BITBUCKET_INSTALL_ADDON_KEY = None
+    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = DESCRIPTOR_URI
+    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
+        "key": "example-app",
+        "name": "Example app",
+        "description": "An app used by the test suite.",
+        "vendor": {"name": "Example Inc.", "url": "https://example.com"},
+    }
+
+
+def installed_via_lifecycle(
+    client_key: str = KEY_A, secret: str = INSTALL_SECRET, **overrides: Any
+) -> Installation:
+    """The first (unsigned) ``installed`` callback for ``client_key``; returns the row."""
+    body = lifecycle_body(client_key=client_key, shared_secret=secret, **overrides)
+    response = post_lifecycle(Client(), "installed", body)
+    assert response.status_code == 204
+    installation: Installation = Installation.objects.get(client_key=client_key)
+    return installation
+
+
+def login(client: Client, username: str) -> User:
+    """A new user of this site, logged in on ``client``."""
+    user: User = User.objects.create_user(username, password="unused-password")
+    client.force_login(user)
+    return user
