@@ -41,8 +41,17 @@ class LifecycleView(View):
             expected_key = app_settings.DESCRIPTOR.get("key")
             if payload.key and expected_key and payload.key != expected_key:
                 raise PayloadError("payload_key")
-            with transaction.atomic():
-                self.record(request, payload, token_from_header(request))
+            token = token_from_header(request)
+            try:
+                with transaction.atomic():
+                    self.record(request, payload, token)
+            except IntegrityError:
+                # A concurrent first install inserted the row first: start again in a new
+                # transaction, which finds that row. (On MariaDB/MySQL the losing insert
+                # keeps a shared lock on the row until its transaction ends; asking for the
+                # row lock in that same transaction deadlocks with other waiting callbacks.)
+                with transaction.atomic():
+                    self.record(request, payload, token)
         except PayloadError as error:
             return self.refuse(400, error.reason, client_key)
         except TokenError as error:
@@ -99,15 +108,9 @@ class InstalledView(LifecycleView):
     def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
         installation = self.locked(payload.client_key)
         if installation is None:
-            try:
-                with transaction.atomic():
-                    Installation.objects.create(client_key=payload.client_key, **_fields(payload))
-                return
-            except IntegrityError:
-                # A concurrent first install of the same clientKey won the insert.
-                installation = Installation.objects.select_for_update().get(
-                    client_key=payload.client_key
-                )
+            # IntegrityError if a concurrent first install won the insert (see ``post``).
+            Installation.objects.create(client_key=payload.client_key, **_fields(payload))
+            return
         if installation.shared_secret:
             if token is None:
                 if hmac.compare_digest(installation.shared_secret, payload.shared_secret):

@@ -198,18 +198,14 @@ class CallbackView(View):
             self.flow = self.verify_token(request, client_key, token)
         else:
             self.flow = self.verify_fresh_install(request, client_key)
-        with transaction.atomic():
-            installation, created = self.lock_or_create(client_key)
-            should_signal = self.record(request, installation)
-            user = request.user if self.flow is not None and self.flow.user_id else None
-            if should_signal:
-                send_on_commit(
-                    installed,
-                    installation=installation,
-                    request=request,
-                    user=user,
-                    created=created,
-                )
+        try:
+            installation, created, should_signal = self.save_confirmation(request, client_key)
+        except IntegrityError:
+            # A concurrent identical return inserted the row first: start again in a new
+            # transaction, which finds that row. (On MariaDB/MySQL the losing insert keeps
+            # a shared lock on the row until its transaction ends; asking for the row lock
+            # in that same transaction deadlocks with the other returns waiting for it.)
+            installation, created, should_signal = self.save_confirmation(request, client_key)
         if self.flow is not None:
             flows.finish(request, self.flow)
         flows.remember_confirmed(request, client_key)
@@ -261,6 +257,25 @@ class CallbackView(View):
             self.repeat_only = True  # this browser's own confirmed return, repeated
         return flow
 
+    def save_confirmation(
+        self, request: HttpRequest, client_key: str
+    ) -> tuple[Installation, bool, bool]:
+        """Record the return in one transaction; IntegrityError if a concurrent one
+        inserted the row first (the transaction is then rolled back whole)."""
+        with transaction.atomic():
+            installation, created = self.lock_or_create(client_key)
+            should_signal = self.record(request, installation)
+            user = request.user if self.flow is not None and self.flow.user_id else None
+            if should_signal:
+                send_on_commit(
+                    installed,
+                    installation=installation,
+                    request=request,
+                    user=user,
+                    created=created,
+                )
+        return installation, created, should_signal
+
     @staticmethod
     def lock_or_create(client_key: str) -> tuple[Installation, bool]:
         installation = (
@@ -268,14 +283,10 @@ class CallbackView(View):
         )
         if installation is not None:
             return installation, False
-        try:
-            with transaction.atomic():
-                return Installation.objects.create(
-                    client_key=client_key, addon_key=app_settings.ADDON_KEY or ""
-                ), True
-        except IntegrityError:
-            # A concurrent identical return created it first.
-            return Installation.objects.select_for_update().get(client_key=client_key), False
+        created = Installation.objects.create(
+            client_key=client_key, addon_key=app_settings.ADDON_KEY or ""
+        )
+        return created, True
 
     def record(self, request: HttpRequest, installation: Installation) -> bool:
         """Confirm ``installation`` under its row lock; True when this return did it."""
