@@ -22,8 +22,19 @@ class InstallLinkError(ConfigurationError):
 
 
 class BadRequest(BitbucketInstallError, SuspiciousOperation):
-    """A request failed verification; ``reason`` is a stable code, safe to log."""
+    """A request failed verification; ``reason`` is a stable code, safe to log.
 
-    def __init__(self, reason: str, message: str = "") -> None:
-        super().__init__(message or reason)
+    Left uncaught, Django answers it with 400 as for any ``SuspiciousOperation``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
         self.reason = reason
+
+
+class TokenError(BadRequest):
+    """A Connect JWT failed verification."""
+
+
+class PayloadError(BadRequest):
+    """A lifecycle callback's body was refused."""

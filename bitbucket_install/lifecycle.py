@@ -17,8 +17,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from bitbucket_install.conf import app_settings
+from bitbucket_install.exceptions import PayloadError
 from bitbucket_install.models import Installation
-from bitbucket_install.payloads import LifecyclePayload, PayloadError, parse_lifecycle
+from bitbucket_install.payloads import LifecyclePayload, parse_lifecycle
 from bitbucket_install.signals import send_on_commit, uninstalled
 from bitbucket_install.tokens import TokenError
 from bitbucket_install.verification import printable, token_from_header, verify_request_token

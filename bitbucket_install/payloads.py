@@ -13,20 +13,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bitbucket_install.authorize import ADDON_KEY_PATTERN
+from bitbucket_install.exceptions import PayloadError
 from bitbucket_install.tokens import is_valid_client_key
+
+__all__ = ["LifecyclePayload", "PayloadError", "parse_lifecycle"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ACCOUNT_JSON_BYTES = 8 * 1024
 SECRET_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class PayloadError(Exception):
-    """A lifecycle body was refused; ``reason`` is a stable, loggable code."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

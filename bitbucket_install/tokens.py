@@ -20,20 +20,23 @@ from urllib.parse import parse_qsl, quote
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
+from bitbucket_install.exceptions import TokenError
+
+__all__ = [
+    "TokenError",
+    "canonical_request",
+    "encode_token",
+    "query_string_hash",
+    "read_unverified",
+    "verify_token",
+]
+
 ALGORITHM = "HS256"
 CONTEXT_QSH = "context-qsh"
 MAX_TOKEN_LENGTH = 8192
 # clientKeys are "ari:cloud:bitbucket::app/{uuid}/{key}" or "connection:{id}"; anything
 # else (control characters, spaces, markup, absurd lengths) is refused before a lookup.
 CLIENT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:/{}._@+=-]{0,254}")
-
-
-class TokenError(Exception):
-    """A Connect JWT failed verification; ``reason`` is a stable, loggable code."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _ConnectHMAC(HMACAlgorithm):
@@ -204,7 +207,8 @@ def _check_times(claims: Mapping[str, Any], *, leeway: int, max_age: int, now: f
         raise TokenError("token_expired")
     if issued_at - leeway > now:
         raise TokenError("token_issued_in_future")
-    if issued_at + max_age + leeway < now or expires_at - issued_at > max_age:
+    # With the lifetime capped, an unexpired token is at most max_age + leeway old.
+    if expires_at - issued_at > max_age:
         raise TokenError("token_too_old")
 
 
