@@ -11,6 +11,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, InstallLink
 from bitbucket_install.conf import app_settings
+from bitbucket_install.descriptor import APP_OWNED_KEYS
 
 # Stable ids; a retired id stays reserved and is never reused.
 RULE_IDS = {
@@ -123,14 +124,29 @@ def check_descriptor(
                 'Use ["account"]; Bitbucket removed the "personal" context in 2023.',
             )
         )
-    if not isinstance(descriptor.get("modules"), dict) or not isinstance(
-        descriptor.get("scopes"), list
+    configured = getattr(settings, "BITBUCKET_INSTALL_DESCRIPTOR", {})
+    if (
+        not isinstance(configured, dict)
+        or not isinstance(descriptor.get("modules"), dict)
+        or not isinstance(descriptor.get("scopes"), list)
     ):
         found.append(
             _message(
                 "E015",
-                "The descriptor's modules must be a dict and its scopes a list.",
-                "Check BITBUCKET_INSTALL_DESCRIPTOR['modules'] and ['scopes'].",
+                "BITBUCKET_INSTALL_DESCRIPTOR must be a dict, its modules a dict and its "
+                "scopes a list.",
+                "Check BITBUCKET_INSTALL_DESCRIPTOR, ['modules'] and ['scopes'].",
+            )
+        )
+    app_owned = sorted(APP_OWNED_KEYS & set(descriptor))
+    if app_owned:
+        found.append(
+            _message(
+                "W004",
+                f"BITBUCKET_INSTALL_DESCRIPTOR sets {', '.join(app_owned)}, which the app "
+                "fills in itself; the setting's values are ignored.",
+                "Remove them: baseUrl comes from BITBUCKET_INSTALL_BASE_URL, lifecycle "
+                "points at the app's views, authentication is jwt.",
             )
         )
     return found

@@ -6,6 +6,7 @@ environment (django-environ); this app never does.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -95,8 +96,10 @@ class Settings:
 
     @property
     def DESCRIPTOR(self) -> dict[str, Any]:
-        configured = _get("DESCRIPTOR") or {}
-        descriptor = {**DEFAULT_DESCRIPTOR, **configured}
+        configured = _get("DESCRIPTOR")
+        if not isinstance(configured, dict):
+            configured = {}  # system check E015 reports it
+        descriptor = {**copy.deepcopy(DEFAULT_DESCRIPTOR), **configured}
         descriptor.setdefault("key", self.ADDON_KEY)
         descriptor.setdefault("name", descriptor["key"])
         return descriptor

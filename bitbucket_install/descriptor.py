@@ -12,6 +12,8 @@ from bitbucket_install.conf import app_settings
 
 # Keys the descriptor is built from; any other key of the setting is passed through.
 BUILT_KEYS = {"key", "name", "description", "vendor", "scopes", "contexts", "modules"}
+# Keys the app alone fills in: its URLs and verification depend on them.
+APP_OWNED_KEYS = {"baseUrl", "authentication", "lifecycle"}
 
 
 def build_descriptor() -> dict[str, Any]:
@@ -33,7 +35,7 @@ def build_descriptor() -> dict[str, Any]:
     if configured.get("vendor"):
         descriptor["vendor"] = configured["vendor"]
     for name, value in configured.items():
-        if name not in BUILT_KEYS:
+        if name not in BUILT_KEYS | APP_OWNED_KEYS:
             descriptor[name] = value
     return descriptor
 

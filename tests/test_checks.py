@@ -221,9 +221,26 @@ CASES: list[Any] = [
         {"E015"},
         id="E015-scopes",
     ),
+    pytest.param(
+        # Not a dict: read as empty (so the description is missing too), never a crash.
+        {"BITBUCKET_INSTALL_DESCRIPTOR": ["name", "description"]},
+        {"E013", "E015"},
+        id="E015-not-a-dict",
+    ),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": True}, {"W003"}, id="W003-debug"),
     pytest.param(
         {"BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": False}, {"W003"}, id="W003-no-debug"
+    ),
+    pytest.param(
+        {
+            "BITBUCKET_INSTALL_DESCRIPTOR": {
+                **GOOD_DESCRIPTOR,
+                "baseUrl": "https://elsewhere.example",
+                "lifecycle": {"installed": "/x"},
+            }
+        },
+        {"W004"},
+        id="W004-app-owned-keys",
     ),
 ]
 
@@ -243,7 +260,7 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 16)} | {"W001", "W002", "W003"}
+    expected = {f"E{n:03}" for n in range(1, 16)} | {"W001", "W002", "W003", "W004"}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 

@@ -219,3 +219,22 @@ def test_other_methods_not_allowed(client: Client, method: str) -> None:
     response = getattr(client, method)(URL)
     assert response.status_code == 405
     assert "GET" in response["Allow"]
+
+
+@override_settings(
+    BITBUCKET_INSTALL_DESCRIPTOR={
+        "description": "x",
+        "baseUrl": "https://elsewhere.example",
+        "authentication": {"type": "none"},
+        "lifecycle": {"installed": "/hijacked"},
+    }
+)
+def test_app_owned_keys_of_the_setting_are_ignored(client: Client) -> None:
+    """baseUrl, authentication and lifecycle come from the app (check W004 says so)."""
+    descriptor = get_descriptor(client)
+    assert descriptor["baseUrl"] == "https://app.example.com"
+    assert descriptor["authentication"] == {"type": "jwt"}
+    assert descriptor["lifecycle"] == {
+        "installed": "/bitbucket/installed",
+        "uninstalled": "/bitbucket/uninstalled",
+    }
