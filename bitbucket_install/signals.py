@@ -36,9 +36,7 @@ def send_robust(signal: Signal, **kwargs: Any) -> None:
     for receiver, result in signal.send_robust(sender=Installation, **kwargs):
         if isinstance(result, Exception):
             logger.error(
-                "receiver %s of a bitbucket_install signal raised",
-                getattr(receiver, "__qualname__", repr(receiver)),
-                exc_info=result,
+                "receiver %r of a bitbucket_install signal raised", receiver, exc_info=result
             )
 
 

@@ -66,10 +66,10 @@ def authorize_url() -> str:
     ).url()
 
 
-def _protect(response: HttpResponse) -> HttpResponse:
+def _protect(response: HttpResponse, referrer_policy: str = "no-referrer") -> HttpResponse:
     """Keep tokens and install details out of caches and Referer headers."""
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = "no-referrer"
+    response["Referrer-Policy"] = referrer_policy
     return response
 
 
@@ -80,7 +80,10 @@ class StartView(View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         context = {"next": flows.safe_next(request, request.GET.get("next"))}
-        return _protect(render(request, "bitbucket_install/start.html", context))
+        response = render(request, "bitbucket_install/start.html", context)
+        # Under no-referrer, browsers send "Origin: null" with the form's POST, which
+        # Django's CSRF check refuses; this page holds no token, so same-origin is safe.
+        return _protect(response, referrer_policy="same-origin")
 
     def post(self, request: HttpRequest) -> HttpResponse:
         target = authorize_url()
@@ -97,7 +100,11 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class ReturnTrip:
-    """The parameters Bitbucket appended, each present at most once."""
+    """The parameters Bitbucket appended, each present at most once, checked for shape.
+
+    Everything here is decided without a query, so a malformed return costs no database
+    work and touches no flow: it cannot be told apart from a forged one.
+    """
 
     client_key: str | None
     token: str | None
@@ -105,7 +112,7 @@ class ReturnTrip:
     error_description: str
 
     @classmethod
-    def from_query(cls, query: QueryDict) -> ReturnTrip:
+    def from_query(cls, query: QueryDict, *, token_required: bool) -> ReturnTrip:
         for name in SECURITY_PARAMETERS:
             if len(query.getlist(name)) > 1:
                 raise Rejected("parameter_repeated")
@@ -116,14 +123,30 @@ class ReturnTrip:
         error = query.get("error")
         if (client_key is None) == (error is None):
             raise Rejected("client_key_or_error_required")
-        if client_key is not None and not is_valid_client_key(client_key):
-            raise Rejected("client_key_invalid")
+        token = query.get("jwt") or None
+        if client_key is not None:
+            if not is_valid_client_key(client_key):
+                raise Rejected("client_key_invalid")
+            if token is None and token_required:
+                raise Rejected("token_missing")
+            if token is not None:
+                _check_issuer(token, client_key)
         return cls(
             client_key=client_key,
-            token=query.get("jwt") or None,
+            token=token,
             error="" if error is None else clean_error(error),
             error_description=clean_description(query.get("error_description", "")),
         )
+
+
+def _check_issuer(token: str, client_key: str) -> None:
+    """The token must be well-formed and name ``client_key`` before any lookup."""
+    try:
+        issuer = read_unverified(token).issuer
+    except TokenError as error:
+        raise Rejected(error.reason) from error
+    if issuer != client_key:
+        raise Rejected("token_issuer")
 
 
 def clean_error(error: str) -> str:
@@ -182,9 +205,11 @@ class CallbackView(View):
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            trip = ReturnTrip.from_query(request.GET)
+            trip = ReturnTrip.from_query(
+                request.GET, token_required=app_settings.ADDON_KEY is not None
+            )
         except Rejected as rejection:
-            return self.reject(request, rejection.reason, _newest(flows.pending(request)), None)
+            return self.reject(request, rejection.reason, None, None)
         if trip.client_key is None:
             return self.failed(request, trip)
         try:
@@ -223,8 +248,6 @@ class CallbackView(View):
     def verify_token(self, request: HttpRequest, client_key: str, token: str) -> Flow | None:
         """Trust rule 1: the JWT must verify for ``client_key`` over this very request."""
         try:
-            if read_unverified(token).issuer != client_key:
-                raise TokenError("token_issuer")
             stored = Installation.objects.filter(client_key=client_key).first()
             secrets = [stored.shared_secret] if stored and stored.shared_secret else []
             if app_settings.SHARED_SECRET:
@@ -241,8 +264,6 @@ class CallbackView(View):
         and (stricter than the rule) a flow of this browser that began before it.
         ``record`` checks "unclaimed" under the row lock (a repeat of this very flow is
         idempotent there); a repeat after the flow was used up is only answered again."""
-        if app_settings.ADDON_KEY is not None:
-            raise Rejected("token_missing")
         installation = Installation.objects.filter(
             client_key=client_key,
             uninstalled_at__isnull=True,

@@ -1,8 +1,11 @@
 """Attacks on the return trip (issue 4, protocol.md section 7, design.md trust rules).
 
 Every rejection: status 400 with the same generic page, no Installation row changed, no
-``installed`` signal, ``install_failed`` (the reason as ``error``) only when this browser
-has a flow, and one log line with the reason.
+``installed`` signal, and one log line with the reason. ``install_failed`` (the reason as
+``error``) is sent, and the flow used up, only when this browser has a flow and the
+return was well-formed enough to be looked up: a malformed return (bad parameters, a
+token that does not parse or names another clientKey) is refused before any database
+query and touches no flow.
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ from tests.lifecycle_helpers import installation_rows, lifecycle_body, post_life
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# Reasons decided from the query alone (ReturnTrip.from_query), before any lookup.
+BEFORE_LOOKUP = {
+    "parameter_repeated",
+    "client_key_conflict",
+    "client_key_or_error_required",
+    "client_key_invalid",
+    "token_missing",
+    "token_malformed",
+    "token_algorithm",
+    "token_issuer",
+}
 REJECTED_TEXT = "This install could not be confirmed, so it was not connected."
 GUESSED_KEY = "ari:cloud:bitbucket::app/{0e1d2c3b-cccc-4a59-8f7e-6d5c4b3a2918}/example-app"
 
@@ -70,9 +84,14 @@ def assert_rejected(
     reason: str,
     sent_signals: SignalRecorder,
     caplog: pytest.LogCaptureFixture,
+    *,
+    before_lookup: bool | None = None,
 ) -> str:
     """GET ``url``: the 400 page, nothing written, the documented signal, one log line;
-    returns the page."""
+    returns the page. ``before_lookup`` defaults to what ``reason`` implies."""
+    if before_lookup is None:
+        before_lookup = reason in BEFORE_LOOKUP
+    flow_counts = browser.with_flow and not before_lookup
     rows = installation_rows()
     pending = flow_ids(browser.client)
     sent_signals.calls.clear()
@@ -87,7 +106,7 @@ def assert_rejected(
     assert REJECTED_TEXT in response.content.decode()
     assert installation_rows() == rows
     assert not sent_signals.of(installed)
-    if browser.with_flow:
+    if flow_counts:
         assert len(sent_signals.calls) == 1
         [kwargs] = sent_signals.of(install_failed)
         assert kwargs["sender"] is Installation
@@ -103,7 +122,7 @@ def assert_rejected(
     lines = [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"]
     assert len(lines) == 1
     assert lines[0].startswith(f"install return rejected: reason={reason} ")
-    assert lines[0].endswith(f"flow={browser.with_flow}")
+    assert lines[0].endswith(f"flow={flow_counts}")
     for name, value in parse_qsl(url.partition("?")[2], keep_blank_values=True):
         if name == "jwt" and len(value) > 16:
             assert value not in caplog.text
@@ -439,7 +458,11 @@ def test_forged_tokens(
 ) -> None:
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     browser = Browser(with_flow=with_flow)
-    assert_rejected(browser, _forged(kind), reason, sent_signals, caplog)
+    # A token without iss fails before the lookup; one without qsh only after it.
+    before_lookup = reason in BEFORE_LOOKUP or kind == "no-iss"
+    assert_rejected(
+        browser, _forged(kind), reason, sent_signals, caplog, before_lookup=before_lookup
+    )
 
 
 # Replays and other people's installations.

@@ -146,14 +146,15 @@ def test_raising_install_failed_receiver_on_a_rejection(
     start_flow(client)
     sent_signals.calls.clear()
 
-    response = client.get(return_url(urlencode({"clientKey": KEY_A})))
+    # Signed with a secret nobody has: refused after the lookup, so the flow counts.
+    response = client.get(return_url(signed_query(KEY_A, "not-the-secret")))
 
     assert response.status_code == 400
     assert "could not be confirmed" in response.content.decode()
     assert list(Installation.objects.order_by("pk").values()) == rows
     assert_receiver_error_logged(caplog)
     [kwargs] = sent_signals.of(install_failed)
-    assert kwargs["error"] == "token_missing"
+    assert kwargs["error"] == "token_signature"
     assert not sent_signals.of(installed)
 
 
