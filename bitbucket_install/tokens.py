@@ -135,12 +135,25 @@ def is_valid_client_key(value: str) -> bool:
 
 def read_unverified(token: str) -> UnverifiedToken:
     """Parse a token without trusting it; any malformation is one ``TokenError``."""
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
-        raise TokenError("token_malformed")
+    _check_length(token)
     try:
         decoded = _jws.decode_complete(token, options={"verify_signature": False})
-        claims = json.loads(decoded["payload"])
     except (jwt.InvalidTokenError, ValueError) as error:
+        raise TokenError("token_malformed") from error
+    return _parsed(decoded)
+
+
+def _check_length(token: str) -> None:
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        raise TokenError("token_malformed")
+
+
+def _parsed(decoded: dict[str, Any]) -> UnverifiedToken:
+    """The header and claims of what ``PyJWS.decode_complete`` returned."""
+    try:
+        claims = json.loads(decoded["payload"])
+    # RecursionError: JSON nested deeper than the interpreter's stack (a few KB of "[").
+    except (ValueError, RecursionError) as error:
         raise TokenError("token_malformed") from error
     header = decoded["header"]
     if not isinstance(claims, dict):
@@ -150,6 +163,22 @@ def read_unverified(token: str) -> UnverifiedToken:
         # Bitbucket does not use: refuse them rather than ever skip the check.
         raise TokenError("token_algorithm")
     return UnverifiedToken(header=header, claims=claims)
+
+
+def _signed(token: str, secret: str) -> UnverifiedToken:
+    """``token`` parsed once, with its signature checked against ``secret``.
+
+    The reasons are those of reading it first and checking the signature after: a token
+    that fails to verify is read again (unverified) to tell a malformed one or another
+    algorithm from a bad signature. A good token is parsed once, not twice.
+    """
+    _check_length(token)
+    try:
+        decoded = _jws.decode_complete(token, key=secret.encode(), algorithms=[ALGORITHM])
+    except jwt.InvalidTokenError as error:
+        read_unverified(token)  # raises token_malformed or token_algorithm if that is why
+        raise TokenError("token_signature") from error
+    return _parsed(decoded)
 
 
 def verify_token(
@@ -168,11 +197,7 @@ def verify_token(
     ``qsh`` is the hash of the request being served; None is only for callers that bind
     the token to the request some other way (nobody in this app).
     """
-    unverified = read_unverified(token)
-    try:
-        _jws.decode_complete(token, key=secret.encode(), algorithms=[ALGORITHM])
-    except jwt.InvalidTokenError as error:
-        raise TokenError("token_signature") from error
+    unverified = _signed(token, secret)
     claims = unverified.claims
     _check_times(claims, leeway=leeway, max_age=max_age, now=time.time() if now is None else now)
     token_issuer = unverified.issuer
