@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from django.conf import settings as django_settings
 from django.urls import reverse
@@ -28,6 +28,15 @@ def _get(name: str, default: Any = None) -> Any:
 def _text(name: str) -> str | None:
     value = _get(name)
     return value if isinstance(value, str) and value else None
+
+
+def _split(url: str) -> SplitResult:
+    """``url`` split into parts; a URL urlsplit refuses (``http://[::1``) splits as empty,
+    so the system checks report it (E007) instead of crashing."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit("")
 
 
 def _seconds(name: str, default: int) -> int:
@@ -53,7 +62,7 @@ class Settings:
     @property
     def BASE_PATH(self) -> str:
         """The path part of the base URL, which Connect paths and qsh are relative to."""
-        return urlsplit(self.BASE_URL or "").path.rstrip("/")
+        return _split(self.BASE_URL or "").path.rstrip("/")
 
     @property
     def REDIRECT_URI(self) -> str | None:
@@ -110,7 +119,7 @@ class Settings:
 
     def absolute_url(self, path: str) -> str:
         """``path`` (as ``reverse`` gives it) on the scheme and host of the base URL."""
-        base = urlsplit(self.BASE_URL or "")
+        base = _split(self.BASE_URL or "")
         return f"{base.scheme}://{base.netloc}{path}"
 
     def relative_to_base(self, path: str) -> str:

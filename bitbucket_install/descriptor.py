@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views import View
 
-from bitbucket_install.conf import app_settings
+from bitbucket_install.conf import DEFAULT_DESCRIPTOR, app_settings
 
 # Keys the descriptor is built from; any other key of the setting is passed through.
 BUILT_KEYS = {"key", "name", "description", "vendor", "scopes", "contexts", "modules"}
@@ -28,9 +28,10 @@ def build_descriptor() -> dict[str, Any]:
             "installed": app_settings.relative_to_base(reverse("bitbucket_install:installed")),
             "uninstalled": app_settings.relative_to_base(reverse("bitbucket_install:uninstalled")),
         },
-        "scopes": list(configured["scopes"]),
-        "contexts": list(configured["contexts"]),
-        "modules": dict(configured["modules"]),
+        # Values of the wrong type (system check E014/E015 reports them) give the defaults.
+        "scopes": _list_or_default(configured, "scopes"),
+        "contexts": _list_or_default(configured, "contexts"),
+        "modules": dict(configured["modules"] if isinstance(configured["modules"], dict) else {}),
     }
     if configured.get("vendor"):
         descriptor["vendor"] = configured["vendor"]
@@ -38,6 +39,11 @@ def build_descriptor() -> dict[str, Any]:
         if name not in BUILT_KEYS | APP_OWNED_KEYS:
             descriptor[name] = value
     return descriptor
+
+
+def _list_or_default(configured: dict[str, Any], name: str) -> list[Any]:
+    value = configured[name]
+    return list(value if isinstance(value, list | tuple) else DEFAULT_DESCRIPTOR[name])
 
 
 class DescriptorView(View):

@@ -20,8 +20,13 @@ __all__ = ["LifecyclePayload", "PayloadError", "parse_lifecycle"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ACCOUNT_JSON_BYTES = 8 * 1024
+# Bitbucket's accounts are a level or two deep. A deeper one (json.loads takes ~1400
+# levels) would overflow the stack when the ORM encodes it again, deeper in the call stack.
+MAX_ACCOUNT_DEPTH = 16
 SECRET_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# JSON's "\ud800" escapes decode to lone surrogates, which no database driver can encode.
+SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ def _text(data: dict[str, Any], field: str, max_length: int) -> str:
         not isinstance(value, str)
         or len(value) > max_length
         or CONTROL_CHARACTERS.search(value) is not None
+        or SURROGATES.search(value) is not None
     ):
         raise PayloadError(f"payload_{field}")
     return value
@@ -115,10 +121,35 @@ def _account(data: dict[str, Any], field: str) -> dict[str, Any] | None:
     value = data.get(field)
     if value is None:
         return None
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or _deeper_than(value, MAX_ACCOUNT_DEPTH):
         raise PayloadError(f"payload_{field}")
-    encoded = json.dumps(value)
-    # json.dumps writes NUL as \u0000, which PostgreSQL's jsonb refuses.
-    if len(encoded) > MAX_ACCOUNT_JSON_BYTES or "\\u0000" in encoded:
+    try:
+        # allow_nan=False: NaN and Infinity (1e999 parses as one) are not JSON to jsonb.
+        encoded = json.dumps(value, allow_nan=False)
+    except ValueError as error:
+        raise PayloadError(f"payload_{field}") from error
+    # json.dumps writes NUL as \u0000, which PostgreSQL's jsonb refuses; lone surrogates
+    # (in keys or values) no driver can encode.
+    if (
+        len(encoded) > MAX_ACCOUNT_JSON_BYTES
+        or "\\u0000" in encoded
+        or SURROGATES.search(json.dumps(value, ensure_ascii=False)) is not None
+    ):
         raise PayloadError(f"payload_{field}")
     return value
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Is ``value`` nested more than ``limit`` lists/dicts deep? (Level by level: no
+    recursion, so it is safe on any depth json.loads returned.)"""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
