@@ -120,9 +120,14 @@ class InstalledView(LifecycleView):
             verify_request_token(
                 request, token, installation.shared_secret, issuer=payload.client_key
             )
-        # else: the row came from a verified return trip before any callback, so this is
-        # the first callback and, as protocol.md says, trusted on first use.
-        for name, value in _fields(payload).items():
+        fields = _fields(payload)
+        if not installation.shared_secret:
+            # The row came from a verified return trip before any callback, so this is
+            # the first callback and, as protocol.md says, trusted on first use. It is
+            # the callback of the install that return confirmed: keep the confirmation
+            # (else a reload of the return would confirm and signal it a second time).
+            del fields["confirmed_at"], fields["confirmed_flow"]
+        for name, value in fields.items():
             setattr(installation, name, value)
         installation.save()
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
+from django.contrib.sessions.backends.base import UpdateError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import render, resolve_url
@@ -52,6 +55,13 @@ REJECTED_MESSAGE = _(
     "Please start again from the install button."
 )
 ERROR_CODE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
+# Reasons that mean "not verifiable yet" while the installed lifecycle callback of this
+# install may still be on its way (it can reach the site after the browser does): no
+# installation to check against, no secret to verify with, or an uninstalled one.
+NOT_YET_REASONS = frozenset(
+    {"client_key_unverified", "unknown_installation", "installation_uninstalled"}
+)
+RETRY_AFTER_SECONDS = 5
 MAX_DESCRIPTION_LENGTH = 300
 
 
@@ -188,6 +198,11 @@ def _newest(pending: list[Flow]) -> Flow | None:
     return pending[0] if pending else None
 
 
+def _is_recent(flow: Flow | None) -> bool:
+    """Did ``flow`` begin so recently that its lifecycle callback may be on its way?"""
+    return flow is not None and time.time() - flow.started_at <= app_settings.CONFIRM_WINDOW
+
+
 class CallbackView(View):
     """The ``redirect_uri``: verify the return trip, record it, signal, then redirect."""
 
@@ -197,8 +212,20 @@ class CallbackView(View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         try:
-            return _protect(self.handle(request))
-        except DatabaseError:
+            response = self.handle(request)
+            # Written here rather than only by SessionMiddleware after the view, so that a
+            # database failure on this last write gets the 503 page too, not a 500. (The
+            # installation is committed by then; the flow, still in the stored session,
+            # makes the retry answer the same without a second signal.)
+            if request.session.modified:
+                request.session.save()
+                # Saved: the middleware need not write it again, unless it has to send
+                # the cookie of a session created just now.
+                cookie = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+                if cookie is not None and cookie == request.session.session_key:
+                    request.session.modified = False
+            return _protect(response)
+        except (DatabaseError, UpdateError):  # UpdateError: the session's DatabaseError
             # Nothing was written and the flow is still in the session: a retry can work.
             logger.exception("install return: database unavailable")
             return _protect(render(request, "bitbucket_install/unavailable.html", status=503))
@@ -216,6 +243,8 @@ class CallbackView(View):
             return self.confirm(request, trip.client_key, trip.token)
         except Rejected as rejection:
             flow = self.flow or _newest(flows.pending(request))
+            if rejection.reason in NOT_YET_REASONS and _is_recent(flow):
+                return self.not_yet(request, rejection.reason, trip.client_key)
             return self.reject(request, rejection.reason, flow, trip.client_key)
 
     def confirm(self, request: HttpRequest, client_key: str, token: str | None) -> HttpResponse:
@@ -348,6 +377,24 @@ class CallbackView(View):
             request, ok=False, error=trip.error, error_description=trip.error_description
         )
         return self.redirect(app_settings.FAILURE_URL)
+
+    @staticmethod
+    def not_yet(request: HttpRequest, reason: str, client_key: str) -> HttpResponse:
+        """The return came before its lifecycle callback: ask for a reload, change nothing.
+
+        This browser's flow began less than ``CONFIRM_WINDOW`` seconds ago, so the
+        ``installed`` callback may still arrive. Nothing is written, no signal is sent and
+        the flow is kept, so a reload once the callback is in finishes the install. Once
+        the flow is older, the same return is refused (400) like any unverified one.
+        """
+        logger.info(
+            "install return not verifiable yet: reason=%s client_key=%s",
+            reason,
+            printable(client_key),
+        )
+        response = render(request, "bitbucket_install/unavailable.html", status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     def reject(
         self, request: HttpRequest, reason: str, flow: Flow | None, client_key: str | None

@@ -6,6 +6,11 @@ Every rejection: status 400 with the same generic page, no Installation row chan
 return was well-formed enough to be looked up: a malformed return (bad parameters, a
 token that does not parse or names another clientKey) is refused before any database
 query and touches no flow.
+
+A return that cannot be verified *yet* (no installation, no secret, or an uninstalled one:
+its ``installed`` callback may still be on its way) while this browser's flow is recent
+gets the "reload in a moment" 503 instead, changing nothing and keeping the flow; once the
+flow is older than ``BITBUCKET_INSTALL_CONFIRM_WINDOW`` the same return is refused as above.
 """
 
 from __future__ import annotations
@@ -129,6 +134,41 @@ def assert_rejected(
     assert APP_SECRET not in caplog.text
     assert INSTALL_SECRET not in caplog.text
     return str(response.content.decode())
+
+
+def assert_not_yet(
+    browser: Browser,
+    url: str,
+    reason: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """GET ``url`` while this browser's flow is recent: the "reload in a moment" 503
+    (the lifecycle callback may still be on its way); nothing written, no signal, the
+    flow kept, one log line with the reason."""
+    rows = installation_rows()
+    pending = flow_ids(browser.client)
+    assert pending
+    sent_signals.calls.clear()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="bitbucket_install")
+
+    response = browser.client.get(url)
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response["Cache-Control"] == "no-store"
+    assert "Reload this page in a moment" in response.content.decode()
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    assert flow_ids(browser.client) == pending
+    lines = [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"]
+    assert len(lines) == 1
+    assert lines[0].startswith(f"install return not verifiable yet: reason={reason} client_key=")
+
+
+# Older than this, a flow's return is no longer "maybe before its lifecycle callback".
+PAST_CONFIRM_WINDOW = 121
 
 
 def confirmed_by_owner(client_key: str = KEY_A) -> User:
@@ -255,13 +295,20 @@ def test_unregistered_after_the_confirm_window(
 def test_unregistered_flow_started_after_the_lifecycle_callback(
     sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, settings: Settings
 ) -> None:
-    """Someone else's fresh install: this browser only began its flow 60 s later."""
+    """Someone else's fresh install: this browser only began its flow 60 s later. While
+    the flow is recent it is told to reload (nothing changes); then it is refused."""
     unregistered(settings)
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     Installation.objects.update(installed_at=timezone.now() - timedelta(seconds=60))
     browser = Browser(with_flow=True, username="mallory")
     url = return_url(urlencode({"clientKey": KEY_A}))
+    assert_not_yet(browser, url, "client_key_unverified", sent_signals, caplog)
+    age_flows(browser.client, PAST_CONFIRM_WINDOW)
+    Installation.objects.update(
+        installed_at=timezone.now() - timedelta(seconds=60 + PAST_CONFIRM_WINDOW)
+    )
     assert_rejected(browser, url, "client_key_unverified", sent_signals, caplog)
+    assert Installation.objects.get().user is None
 
 
 @pytest.mark.parametrize("with_flow", [True, False], ids=FLOW_IDS)
@@ -274,6 +321,9 @@ def test_unregistered_unknown_client_key(
     unregistered(settings)
     browser = Browser(with_flow=with_flow)
     url = return_url(urlencode({"clientKey": GUESSED_KEY}))
+    if with_flow:
+        assert_not_yet(browser, url, "client_key_unverified", sent_signals, caplog)
+        age_flows(browser.client, PAST_CONFIRM_WINDOW)
     assert_rejected(browser, url, "client_key_unverified", sent_signals, caplog)
 
 
@@ -285,6 +335,8 @@ def test_unregistered_uninstalled_installation(
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     Installation.objects.update(uninstalled_at=timezone.now())
     url = return_url(urlencode({"clientKey": KEY_A}))
+    assert_not_yet(browser, url, "client_key_unverified", sent_signals, caplog)
+    age_flows(browser.client, PAST_CONFIRM_WINDOW)
     assert_rejected(browser, url, "client_key_unverified", sent_signals, caplog)
 
 
@@ -325,6 +377,8 @@ def test_unknown_client_key_without_an_app_level_secret(
     settings.BITBUCKET_INSTALL_SHARED_SECRET = None
     browser = Browser(with_flow=True)
     url = return_url(signed_query(GUESSED_KEY, APP_SECRET))
+    assert_not_yet(browser, url, "unknown_installation", sent_signals, caplog)
+    age_flows(browser.client, PAST_CONFIRM_WINDOW)
     assert_rejected(browser, url, "unknown_installation", sent_signals, caplog)
 
 
@@ -514,6 +568,9 @@ def test_uninstalled_installation(
     assert post_lifecycle(Client(), "uninstalled", body, secret=INSTALL_SECRET).status_code == 204
     browser = Browser(with_flow=with_flow)
     url = return_url(signed_query(KEY_A, secret))
+    if with_flow:  # a reinstall's lifecycle callback may still be on its way
+        assert_not_yet(browser, url, "installation_uninstalled", sent_signals, caplog)
+        age_flows(browser.client, PAST_CONFIRM_WINDOW)
     assert_rejected(browser, url, "installation_uninstalled", sent_signals, caplog)
 
 

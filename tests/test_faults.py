@@ -1,0 +1,721 @@
+"""Fault injection: the database failing at each step, misbehaving receivers, the lifecycle
+callback arriving after the browser, and clocks that disagree.
+
+- Database errors (``connection.execute_wrapper`` raising ``OperationalError`` on the Nth
+  query, or on the query of a named step: the lookup, the row lock, the INSERT, the UPDATE,
+  the commit, the session write) in the callback and in both lifecycle views: the answer
+  is 503 (the "try again" page for the browser), the transaction is rolled back so nothing
+  half-written remains, no signal is sent, the flow is kept, and the retry succeeds with
+  exactly one signal in all. The session write comes last, after the commit: there the
+  installation is already whole and signalled, and the retry answers the same without a
+  second signal.
+- Receivers that raise or are slow: the answer still comes, the data is committed (seen
+  from another connection while the receiver runs) and nothing is undone.
+- The ``installed`` lifecycle callback after the browser's return: for a registered app
+  the return (app-level secret) creates the row and the late unsigned callback fills in the
+  secret without undoing the confirmation; for an unregistered app the early return is told
+  to reload (503, Retry-After), changes nothing and keeps the flow, and the reload after the
+  callback finishes the install.
+- Clock skew of this server against the token's issuer, through ``JWT_LEEWAY``: within the
+  leeway accepted, beyond it refused, for ``exp`` and for ``iat``, on the callback and on a
+  lifecycle callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import OperationalError, connection, connections
+from django.dispatch import Signal
+from django.test import Client
+from pytest_django.fixtures import Settings
+
+from bitbucket_install.models import Installation
+from bitbucket_install.signals import install_failed, installed, uninstalled
+from bitbucket_install.tokens import encode_token
+from tests.callback_helpers import (
+    APP_SECRET,
+    CALLBACK_PATH,
+    INSTALL_SECRET,
+    KEY_A,
+    RESULT_PATH,
+    flow_ids,
+    installed_via_lifecycle,
+    login,
+    return_url,
+    signed_query,
+    start_flow,
+    unregistered,
+)
+from tests.conftest import SignalRecorder
+from tests.lifecycle_helpers import installation_rows, lifecycle_body, post_lifecycle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NEW_SECRET = "rotated-shared-secret-0123456789"
+TRY_AGAIN = "Reload this page in a moment"
+
+
+# --- fault injection -------------------------------------------------------------------------
+
+
+class Fault:
+    """An ``execute_wrapper`` that raises ``OperationalError`` on the ``nth`` query that
+    ``matches`` (once), and records every query it saw."""
+
+    def __init__(self, matches: Callable[[str], bool] = lambda sql: True, nth: int = 1) -> None:
+        self.matches = matches
+        self.nth = nth
+        self.seen = 0
+        self.fired_on: str | None = None
+        self.queries: list[str] = []
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+    ) -> Any:
+        self.queries.append(sql)
+        if self.fired_on is None and self.matches(sql):
+            self.seen += 1
+            if self.seen == self.nth:
+                self.fired_on = sql
+                raise OperationalError("injected: the database went away")
+        return execute(sql, params, many, context)
+
+
+def never(sql: str) -> bool:
+    return False
+
+
+def table(sql: str) -> str:
+    return "bitbucket_install_installation" if "bitbucket_install_installation" in sql else sql
+
+
+def is_installation_select(sql: str) -> bool:
+    return sql.startswith("SELECT") and 'FROM "bitbucket_install_installation"' in sql
+
+
+# Named write steps, as (matcher, nth).
+STEPS: dict[str, tuple[Callable[[str], bool], int]] = {
+    # Outside the transaction: the lookup that finds the secret to verify with.
+    "lookup": (is_installation_select, 1),
+    # In it: the row lock (SELECT ... FOR UPDATE; plain SELECT on SQLite), then the writes.
+    "lock": (is_installation_select, 2),
+    "insert": (lambda sql: sql.startswith('INSERT INTO "bitbucket_install_installation"'), 1),
+    "update": (lambda sql: sql.startswith('UPDATE "bitbucket_install_installation"'), 1),
+    "session": (lambda sql: 'UPDATE "django_session"' in sql, 1),
+}
+
+
+@pytest.fixture
+def failing_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[bool]]:
+    """Make the next COMMIT fail (COMMIT does not go through execute_wrapper); returns a
+    function that arms it and gives the list that records whether it fired."""
+    wrapper: Any = connections["default"]
+    real_commit = wrapper._commit
+    fired: list[bool] = []
+
+    def arm() -> list[bool]:
+        def failing_commit() -> None:
+            if not fired:
+                fired.append(True)
+                raise OperationalError("injected: commit failed")
+            real_commit()
+
+        monkeypatch.setattr(wrapper, "_commit", failing_commit)
+        return fired
+
+    return arm
+
+
+@pytest.fixture(autouse=True)
+def _quiet_503_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="django.request")
+
+
+def assert_try_again(response: Any) -> None:
+    assert response.status_code == 503
+    assert response["Cache-Control"] == "no-store"
+    assert TRY_AGAIN in response.content.decode()
+
+
+# --- the callback -------------------------------------------------------------------------------
+
+
+class Install:
+    """One browser's install of KEY_A: logged in as a new user, a flow started, and the
+    return URL Bitbucket would send it to (``kind`` picks the scenario)."""
+
+    def __init__(self, kind: str, settings: Settings, username: str = "ada") -> None:
+        self.kind = kind
+        self.client = Client()
+        self.user: User = login(self.client, username)
+        start_flow(self.client)
+        if kind == "registered-new-row":  # the app-level secret; the return makes the row
+            self.url = return_url(signed_query(KEY_A, APP_SECRET))
+        elif kind == "registered-lifecycle-row":  # the callback came first, as usual
+            installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+            self.url = return_url(signed_query(KEY_A, INSTALL_SECRET))
+        else:  # unregistered, no JWT: confirmed by the fresh lifecycle callback
+            unregistered(settings)
+            installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+            self.url = return_url(urlencode({"clientKey": KEY_A}))
+
+    def assert_done(self, sent_signals: SignalRecorder, response: Any) -> None:
+        """The install finished once: connected to this user, one ``installed`` signal."""
+        assert response.status_code == 303
+        assert response["Location"] == RESULT_PATH
+        row = Installation.objects.get()
+        assert row.confirmed_at is not None
+        assert row.user_id == self.user.pk
+        [kwargs] = sent_signals.of(installed)
+        assert kwargs["user"].pk == self.user.pk
+        assert kwargs["created"] is (self.kind == "registered-new-row")
+        assert not sent_signals.of(install_failed)
+        assert flow_ids(self.client) == []
+        page = self.client.get(RESULT_PATH)
+        assert page.status_code == 200
+        assert "installed" in page.content.decode()
+
+
+KINDS = ["registered-new-row", "registered-lifecycle-row", "unregistered-no-jwt"]
+# The steps each scenario goes through (a new row is inserted, an existing one updated).
+KIND_STEPS = {
+    "registered-new-row": ["lookup", "lock", "insert", "update", "commit", "session"],
+    "registered-lifecycle-row": ["lookup", "lock", "update", "commit", "session"],
+    "unregistered-no-jwt": ["lookup", "lock", "update", "commit", "session"],
+}
+
+
+@pytest.mark.parametrize(
+    ("kind", "step"),
+    [(kind, step) for kind in KINDS for step in KIND_STEPS[kind]],
+)
+def test_callback_database_error_at_each_step_then_a_retry_succeeds(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    failing_commit: Callable[[], list[bool]],
+    kind: str,
+    step: str,
+) -> None:
+    install = Install(kind, settings)
+    rows = installation_rows()
+    pending = flow_ids(install.client)
+    sent_signals.calls.clear()
+
+    fault = Fault(*STEPS.get(step, (never, 1)))
+    commit_fired = failing_commit() if step == "commit" else [True]
+    with connection.execute_wrapper(fault):
+        response = install.client.get(install.url)
+
+    assert_try_again(response)
+    assert fault.fired_on is not None or step == "commit", fault.queries
+    assert commit_fired == [True]
+    if step == "session":
+        # The last write: the installation is committed and signalled already...
+        assert Installation.objects.get().confirmed_at is not None
+        assert len(sent_signals.of(installed)) == 1
+    else:
+        # ...every earlier failure rolls back: nothing half-written, no signal.
+        assert installation_rows() == rows
+        assert sent_signals.none_sent
+    assert flow_ids(install.client) == pending  # the stored session still has the flow
+
+    retry = install.client.get(install.url)
+
+    install.assert_done(sent_signals, retry)
+    # A double click after that changes nothing and signals nothing.
+    again = install.client.get(install.url)
+    assert again.status_code == 303
+    assert len(sent_signals.of(installed)) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_callback_database_error_on_every_query_in_turn(
+    settings: Settings, sent_signals: SignalRecorder, kind: str
+) -> None:
+    """Whatever query fails, the browser gets the 503 page and the retry completes the
+    install with exactly one signal (no named step missed)."""
+    recorder = Fault(never)
+    probe = Install(kind, settings, username="probe")
+    with connection.execute_wrapper(recorder):
+        assert probe.client.get(probe.url).status_code == 303
+    total = len(recorder.queries)
+    assert total >= 5
+
+    for nth in range(1, total + 1):
+        Installation.objects.all().delete()
+        User.objects.exclude(username="probe").delete()
+        install = Install(kind, settings, username=f"user{nth}")
+        sent_signals.calls.clear()
+        fault = Fault(nth=nth)
+        with connection.execute_wrapper(fault):
+            response = install.client.get(install.url)
+        assert fault.fired_on is not None
+        assert_try_again(response)
+        assert len(sent_signals.of(installed)) <= 1
+        retry = install.client.get(install.url)
+        install.assert_done(sent_signals, retry)
+
+
+def test_a_failing_database_on_a_rejected_return_is_a_503_and_changes_nothing(
+    sent_signals: SignalRecorder,
+) -> None:
+    """A refusal that needs the database (a guessed key) gets 503 when it is down, not a
+    400 it could not decide; once it is back, the same return is refused as it should be."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    rows = installation_rows()
+    client = Client()
+    login(client, "mallory")
+    start_flow(client)
+    url = return_url(signed_query(KEY_A, "a-guessed-secret"))
+    sent_signals.calls.clear()
+
+    with connection.execute_wrapper(Fault(is_installation_select)):
+        response = client.get(url)
+
+    assert_try_again(response)
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    refused = client.get(url)
+    assert refused.status_code == 400
+    assert installation_rows() == rows
+    [kwargs] = sent_signals.of(install_failed)
+    assert kwargs["error"] == "token_signature"
+
+
+# --- the lifecycle views -------------------------------------------------------------------------
+
+LIFECYCLE_CASES = {
+    # name: (event type, secret that signs it or None, steps it goes through)
+    "first-install": ("installed", None, ["lock", "insert", "commit"]),
+    "rotation": ("installed", INSTALL_SECRET, ["lock", "update", "commit"]),
+    "uninstall": ("uninstalled", INSTALL_SECRET, ["lock", "update", "commit"]),
+}
+LIFECYCLE_STEPS = {"lock": (is_installation_select, 1)} | {
+    name: STEPS[name] for name in ("insert", "update")
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "step"),
+    [(case, step) for case, (_, _, steps) in LIFECYCLE_CASES.items() for step in steps],
+)
+def test_lifecycle_database_error_at_each_step_then_a_retry_succeeds(
+    sent_signals: SignalRecorder,
+    failing_commit: Callable[[], list[bool]],
+    case: str,
+    step: str,
+) -> None:
+    event_type, secret, _ = LIFECYCLE_CASES[case]
+    if secret is not None:
+        installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    body = lifecycle_body(event_type, client_key=KEY_A, shared_secret=NEW_SECRET)
+    rows = installation_rows()
+    sent_signals.calls.clear()
+
+    fault = Fault(*LIFECYCLE_STEPS.get(step, (never, 1)))
+    commit_fired = failing_commit() if step == "commit" else [True]
+    with connection.execute_wrapper(fault):
+        response = post_lifecycle(Client(), event_type, body, secret=secret)
+
+    assert response.status_code == 503  # Bitbucket retries a callback that failed
+    assert fault.fired_on is not None or step == "commit"
+    assert commit_fired == [True]
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+
+    retry = post_lifecycle(Client(), event_type, body, secret=secret)
+
+    assert retry.status_code == 204
+    row = Installation.objects.get()
+    if event_type == "installed":
+        assert row.shared_secret == NEW_SECRET
+        assert row.uninstalled_at is None
+        assert sent_signals.none_sent
+    else:
+        assert row.shared_secret == INSTALL_SECRET  # kept for the next install
+        assert row.uninstalled_at is not None
+        [kwargs] = sent_signals.of(uninstalled)
+        assert kwargs["installation"].pk == row.pk
+
+
+# --- receivers that raise or are slow ----------------------------------------------------------
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[[Signal, Callable[..., None]], None]]:
+    connected: list[tuple[Signal, Callable[..., None]]] = []
+
+    def _connect(signal: Signal, receiver: Callable[..., None]) -> None:
+        signal.connect(receiver, weak=False)
+        connected.append((signal, receiver))
+
+    yield _connect
+    for signal, receiver in connected:
+        signal.disconnect(receiver)
+
+
+def seen_from_another_connection(client_key: str) -> dict[str, Any] | None:
+    """The row as a new connection (another thread) sees it: only committed data."""
+    found: list[dict[str, Any] | None] = []
+
+    def look() -> None:
+        try:
+            found.append(
+                Installation.objects.filter(client_key=client_key)
+                .values("confirmed_at", "uninstalled_at", "shared_secret")
+                .first()
+            )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join(timeout=30)
+    return found[0]
+
+
+SLOW = 0.3
+
+
+def test_slow_installed_receiver_runs_after_the_commit_and_the_page_still_comes(
+    sent_signals: SignalRecorder, connect: Callable[[Signal, Callable[..., None]], None]
+) -> None:
+    during: list[dict[str, Any] | None] = []
+
+    def slow_receiver(installation: Installation, **kwargs: Any) -> None:
+        during.append(seen_from_another_connection(installation.client_key))
+        time.sleep(SLOW)
+
+    connect(installed, slow_receiver)
+    client = Client()
+    user = login(client, "ada")
+    start_flow(client)
+
+    started = time.monotonic()
+    response = client.get(return_url(signed_query(KEY_A, APP_SECRET)))
+
+    assert response.status_code == 303
+    assert time.monotonic() - started >= SLOW  # receivers run in the request
+    [seen] = during
+    assert seen is not None
+    assert seen["confirmed_at"] is not None  # committed before the receiver ran
+    assert Installation.objects.get().user_id == user.pk
+    assert len(sent_signals.of(installed)) == 1
+
+
+@pytest.mark.parametrize("behaviour", ["raises", "slow"])
+def test_uninstalled_receiver_that_raises_or_is_slow(
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    connect: Callable[[Signal, Callable[..., None]], None],
+    behaviour: str,
+) -> None:
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    during: list[dict[str, Any] | None] = []
+
+    def receiver(installation: Installation, **kwargs: Any) -> None:
+        during.append(seen_from_another_connection(installation.client_key))
+        if behaviour == "raises":
+            raise RuntimeError("the project's receiver is broken")
+        time.sleep(SLOW)
+
+    connect(uninstalled, receiver)
+    caplog.set_level(logging.INFO, logger="bitbucket_install")
+    body = lifecycle_body("uninstalled", client_key=KEY_A, shared_secret=INSTALL_SECRET)
+
+    response = post_lifecycle(Client(), "uninstalled", body, secret=INSTALL_SECRET)
+
+    assert response.status_code == 204
+    [seen] = during
+    assert seen is not None
+    assert seen["uninstalled_at"] is not None
+    assert Installation.objects.get().uninstalled_at is not None
+    assert len(sent_signals.of(uninstalled)) == 1
+    errors = [r for r in caplog.records if r.name == "bitbucket_install" and r.levelno >= 40]
+    assert len(errors) == (1 if behaviour == "raises" else 0)
+    # Bitbucket's retry of the same callback changes nothing and signals nothing more.
+    retry = post_lifecycle(Client(), "uninstalled", body, secret=INSTALL_SECRET)
+    assert retry.status_code == 204
+    assert len(sent_signals.of(uninstalled)) == 1
+
+
+def test_raising_receiver_then_a_double_click_sends_no_second_signal(
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    connect: Callable[[Signal, Callable[..., None]], None],
+) -> None:
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("broken")
+
+    connect(installed, broken)
+    client = Client()
+    login(client, "ada")
+    start_flow(client)
+    url = return_url(signed_query(KEY_A, APP_SECRET))
+
+    assert client.get(url).status_code == 303
+    assert client.get(url).status_code == 303
+
+    assert len(sent_signals.of(installed)) == 1
+    assert Installation.objects.get().confirmed_at is not None
+
+
+# --- the lifecycle callback after the browser's return ------------------------------------------
+
+
+def test_registered_return_first_then_the_unsigned_first_callback(
+    sent_signals: SignalRecorder,
+) -> None:
+    client = Client()
+    user = login(client, "ada")
+    start_flow(client)
+    url = return_url(signed_query(KEY_A, APP_SECRET))
+
+    response = client.get(url)
+
+    assert response.status_code == 303
+    row = Installation.objects.get()
+    assert row.shared_secret == ""
+    assert row.user_id == user.pk
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["created"] is True
+
+    # The installed callback arrives late, unsigned (Bitbucket has no previous secret):
+    # trusted on first use, it fills in the secret and the payload...
+    late = post_lifecycle(
+        Client(), "installed", lifecycle_body(client_key=KEY_A, shared_secret=INSTALL_SECRET)
+    )
+
+    assert late.status_code == 204
+    row = Installation.objects.get()
+    assert row.shared_secret == INSTALL_SECRET
+    assert row.principal_name == "Acme Team"
+    assert row.installed_at is not None
+    # ...and keeps what the return did: connected, confirmed.
+    assert row.user_id == user.pk
+    assert row.confirmed_at is not None
+    assert len(sent_signals.of(installed)) == 1
+
+    # A reload of the return changes nothing and signals nothing more.
+    again = client.get(url)
+    assert again.status_code == 303
+    assert len(sent_signals.of(installed)) == 1
+    assert Installation.objects.get().confirmed_at is not None
+
+    # From now on, only the stored secret changes it.
+    rows = installation_rows()
+    hijack = post_lifecycle(
+        Client(), "installed", lifecycle_body(client_key=KEY_A, shared_secret=NEW_SECRET)
+    )
+    assert hijack.status_code == 401
+    assert installation_rows() == rows
+    rotation = post_lifecycle(
+        Client(),
+        "installed",
+        lifecycle_body(client_key=KEY_A, shared_secret=NEW_SECRET),
+        secret=INSTALL_SECRET,
+    )
+    assert rotation.status_code == 204
+    assert Installation.objects.get().shared_secret == NEW_SECRET
+
+
+@pytest.mark.parametrize("with_jwt", [False, True], ids=["no-jwt", "jwt-of-the-installation"])
+def test_unregistered_return_first_is_told_to_reload_then_finishes(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    with_jwt: bool,
+) -> None:
+    """The browser is back before Bitbucket's ``installed`` callback. Nothing verifies the
+    return yet (no row; with a JWT, no secret to check it with): "reload in a moment",
+    nothing written, no signal, the flow kept. The reload after the callback succeeds."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None  # an unregistered app has none
+    client = Client()
+    user = login(client, "ada")
+    start_flow(client)
+    pending = flow_ids(client)
+    if with_jwt:
+        url = return_url(signed_query(KEY_A, INSTALL_SECRET))
+    else:
+        url = return_url(urlencode({"clientKey": KEY_A}))
+    caplog.set_level(logging.INFO, logger="bitbucket_install")
+
+    early = client.get(url)
+
+    assert_try_again(early)
+    assert early["Retry-After"] == "5"
+    assert early["Referrer-Policy"] == "no-referrer"
+    assert installation_rows() == []
+    assert sent_signals.none_sent
+    assert flow_ids(client) == pending
+    reason = "unknown_installation" if with_jwt else "client_key_unverified"
+    assert f"install return not verifiable yet: reason={reason}" in caplog.text
+
+    # A reload that is still too early: the same answer, still nothing.
+    assert_try_again(client.get(url))
+    assert sent_signals.none_sent
+
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    reload = client.get(url)
+
+    assert reload.status_code == 303
+    assert reload["Location"] == RESULT_PATH
+    row = Installation.objects.get()
+    assert row.user_id == user.pk
+    assert row.confirmed_at is not None
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"].pk == user.pk
+    assert kwargs["created"] is False
+    assert flow_ids(client) == []
+
+
+def test_registered_reinstall_return_first_waits_for_its_callback(
+    sent_signals: SignalRecorder,
+) -> None:
+    """Uninstalled, then installed again: the return (app-level secret) comes before the
+    new ``installed`` callback, so the row is still uninstalled: reload in a moment. After
+    the callback (signed with the kept secret), the reload connects it."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    body = lifecycle_body("uninstalled", client_key=KEY_A, shared_secret=INSTALL_SECRET)
+    assert post_lifecycle(Client(), "uninstalled", body, secret=INSTALL_SECRET).status_code == 204
+    client = Client()
+    user = login(client, "ada")
+    start_flow(client)
+    url = return_url(signed_query(KEY_A, APP_SECRET))
+    rows = installation_rows()
+    sent_signals.calls.clear()
+
+    assert_try_again(client.get(url))
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+
+    reinstall = lifecycle_body(client_key=KEY_A, shared_secret=NEW_SECRET)
+    callback = post_lifecycle(Client(), "installed", reinstall, secret=INSTALL_SECRET)
+    assert callback.status_code == 204
+    reload = client.get(url)
+
+    assert reload.status_code == 303
+    row = Installation.objects.get()
+    assert row.uninstalled_at is None
+    assert row.user_id == user.pk
+    assert len(sent_signals.of(installed)) == 1
+
+
+def test_an_early_return_without_a_recent_flow_is_refused(
+    settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """Only this browser's recent flow earns the "reload" answer; a bare return does not."""
+    unregistered(settings)
+    client = Client()
+    login(client, "ada")
+
+    response = client.get(return_url(urlencode({"clientKey": KEY_A})))
+
+    assert response.status_code == 400
+    assert installation_rows() == []
+    assert sent_signals.none_sent
+
+
+# --- clock skew ---------------------------------------------------------------------------------
+
+MARGIN = 3  # seconds, so that the test's own run time never decides
+
+
+def skewed_return(client_key: str, *, iat_offset: float, lifetime: int) -> str:
+    """A return signed with the app-level secret by an issuer whose clock is off."""
+    query = urlencode({"clientKey": client_key})
+    token = encode_token(
+        {"iss": client_key},
+        APP_SECRET,
+        method="GET",
+        path=CALLBACK_PATH,
+        query_string=query,
+        now=time.time() + iat_offset,
+        lifetime=lifetime,
+    )
+    return return_url(query + "&" + urlencode({"jwt": token}))
+
+
+# (what is off, by how much relative to the leeway, accepted?)
+SKEWS = [
+    pytest.param("exp", -MARGIN, True, id="expired-within-leeway"),
+    pytest.param("exp", +MARGIN, False, id="expired-beyond-leeway"),
+    pytest.param("iat", -MARGIN, True, id="issued-ahead-within-leeway"),
+    pytest.param("iat", +MARGIN, False, id="issued-ahead-beyond-leeway"),
+]
+
+
+@pytest.mark.parametrize("leeway", [10, 60])
+@pytest.mark.parametrize(("claim", "beyond", "accepted"), SKEWS)
+def test_callback_clock_skew(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    leeway: int,
+    claim: str,
+    beyond: int,
+    accepted: bool,
+) -> None:
+    settings.BITBUCKET_INSTALL_JWT_LEEWAY = leeway
+    lifetime = 60
+    if claim == "exp":  # the issuer's clock is behind: the token expired (leeway+beyond) ago
+        url = skewed_return(KEY_A, iat_offset=-(lifetime + leeway + beyond), lifetime=lifetime)
+    else:  # the issuer's clock is ahead: the token was issued (leeway+beyond) from now
+        url = skewed_return(KEY_A, iat_offset=leeway + beyond, lifetime=lifetime)
+    client = Client()
+    login(client, "ada")
+    start_flow(client)
+    caplog.set_level(logging.INFO, logger="bitbucket_install")
+
+    response = client.get(url)
+
+    if accepted:
+        assert response.status_code == 303
+        assert Installation.objects.get().confirmed_at is not None
+        assert len(sent_signals.of(installed)) == 1
+    else:
+        assert response.status_code == 400
+        assert installation_rows() == []
+        assert not sent_signals.of(installed)
+        reason = "token_expired" if claim == "exp" else "token_issued_in_future"
+        assert f"reason={reason}" in caplog.text
+
+
+@pytest.mark.parametrize("leeway", [10, 60])
+@pytest.mark.parametrize(("claim", "beyond", "accepted"), SKEWS)
+def test_lifecycle_clock_skew(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    leeway: int,
+    claim: str,
+    beyond: int,
+    accepted: bool,
+) -> None:
+    settings.BITBUCKET_INSTALL_JWT_LEEWAY = leeway
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    rows = installation_rows()
+    now = int(time.time())
+    if claim == "exp":
+        iat, exp = now - 60 - leeway - beyond, now - leeway - beyond
+    else:
+        iat, exp = now + leeway + beyond, now + leeway + beyond + 60
+    body = lifecycle_body(client_key=KEY_A, shared_secret=NEW_SECRET)
+
+    response = post_lifecycle(Client(), "installed", body, secret=INSTALL_SECRET, iat=iat, exp=exp)
+
+    if accepted:
+        assert response.status_code == 204
+        assert Installation.objects.get().shared_secret == NEW_SECRET
+    else:
+        assert response.status_code == 401
+        assert installation_rows() == rows
+    assert sent_signals.none_sent
