@@ -1,9 +1,9 @@
 """Fault injection: the database failing at each step, misbehaving receivers, the lifecycle
 callback arriving after the browser, and clocks that disagree.
 
-- Database errors (``connection.execute_wrapper`` raising ``OperationalError`` on the Nth
-  query, or on the query of a named step: the lookup, the row lock, the INSERT, the UPDATE,
-  the commit, the session write) in the callback and in both lifecycle views: the answer
+- Database errors (``connection.execute_wrapper`` raising ``OperationalError`` on the
+  query of a named step: the row lock, the INSERT, the UPDATE, the commit, the session
+  write; and on every query in turn) in the callback and in both lifecycle views: the answer
   is 503 (the "try again" page for the browser), the transaction is rolled back so nothing
   half-written remains, no signal is sent, the flow is kept, and the retry succeeds with
   exactly one signal in all. The session write comes last, after the commit: there the
@@ -66,11 +66,14 @@ TRY_AGAIN = "Reload this page in a moment"
 # --- fault injection -------------------------------------------------------------------------
 
 
+Matcher = Callable[[str, bool], bool]  # (sql, inside a transaction) -> is it the step?
+
+
 class Fault:
     """An ``execute_wrapper`` that raises ``OperationalError`` on the ``nth`` query that
     ``matches`` (once), and records every query it saw."""
 
-    def __init__(self, matches: Callable[[str], bool] = lambda sql: True, nth: int = 1) -> None:
+    def __init__(self, matches: Matcher = lambda sql, atomic: True, nth: int = 1) -> None:
         self.matches = matches
         self.nth = nth
         self.seen = 0
@@ -81,7 +84,7 @@ class Fault:
         self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
         self.queries.append(sql)
-        if self.fired_on is None and self.matches(sql):
+        if self.fired_on is None and self.matches(sql, context["connection"].in_atomic_block):
             self.seen += 1
             if self.seen == self.nth:
                 self.fired_on = sql
@@ -89,27 +92,21 @@ class Fault:
         return execute(sql, params, many, context)
 
 
-def never(sql: str) -> bool:
+def never(sql: str, atomic: bool) -> bool:
     return False
 
 
-def table(sql: str) -> str:
-    return "bitbucket_install_installation" if "bitbucket_install_installation" in sql else sql
-
-
-def is_installation_select(sql: str) -> bool:
+def installation_select(sql: str) -> bool:
     return sql.startswith("SELECT") and 'FROM "bitbucket_install_installation"' in sql
 
 
-# Named write steps, as (matcher, nth).
-STEPS: dict[str, tuple[Callable[[str], bool], int]] = {
-    # Outside the transaction: the lookup that finds the secret to verify with.
-    "lookup": (is_installation_select, 1),
-    # In it: the row lock (SELECT ... FOR UPDATE; plain SELECT on SQLite), then the writes.
-    "lock": (is_installation_select, 2),
-    "insert": (lambda sql: sql.startswith('INSERT INTO "bitbucket_install_installation"'), 1),
-    "update": (lambda sql: sql.startswith('UPDATE "bitbucket_install_installation"'), 1),
-    "session": (lambda sql: 'UPDATE "django_session"' in sql, 1),
+# The named write steps. The row lock is the installation SELECT inside the transaction
+# (SELECT ... FOR UPDATE; a plain SELECT on SQLite, which locks the whole database).
+STEPS: dict[str, Matcher] = {
+    "lock": lambda sql, atomic: atomic and installation_select(sql),
+    "insert": lambda sql, atomic: sql.startswith('INSERT INTO "bitbucket_install_installation"'),
+    "update": lambda sql, atomic: sql.startswith('UPDATE "bitbucket_install_installation"'),
+    "session": lambda sql, atomic: '"django_session"' in sql and not sql.startswith("SELECT"),
 }
 
 
@@ -185,11 +182,12 @@ class Install:
 
 
 KINDS = ["registered-new-row", "registered-lifecycle-row", "unregistered-no-jwt"]
-# The steps each scenario goes through (a new row is inserted, an existing one updated).
+# The writes each scenario makes (a new row is inserted, an existing one updated); reads
+# outside the transaction, and any other query, get their turn in the test after this one.
 KIND_STEPS = {
-    "registered-new-row": ["lookup", "lock", "insert", "update", "commit", "session"],
-    "registered-lifecycle-row": ["lookup", "lock", "update", "commit", "session"],
-    "unregistered-no-jwt": ["lookup", "lock", "update", "commit", "session"],
+    "registered-new-row": ["lock", "insert", "commit", "session"],
+    "registered-lifecycle-row": ["lock", "update", "commit", "session"],
+    "unregistered-no-jwt": ["lock", "update", "commit", "session"],
 }
 
 
@@ -209,7 +207,7 @@ def test_callback_database_error_at_each_step_then_a_retry_succeeds(
     pending = flow_ids(install.client)
     sent_signals.calls.clear()
 
-    fault = Fault(*STEPS.get(step, (never, 1)))
+    fault = Fault(STEPS.get(step, never))
     commit_fired = failing_commit() if step == "commit" else [True]
     with connection.execute_wrapper(fault):
         response = install.client.get(install.url)
@@ -277,7 +275,7 @@ def test_a_failing_database_on_a_rejected_return_is_a_503_and_changes_nothing(
     url = return_url(signed_query(KEY_A, "a-guessed-secret"))
     sent_signals.calls.clear()
 
-    with connection.execute_wrapper(Fault(is_installation_select)):
+    with connection.execute_wrapper(Fault(lambda sql, atomic: installation_select(sql))):
         response = client.get(url)
 
     assert_try_again(response)
@@ -298,9 +296,6 @@ LIFECYCLE_CASES = {
     "rotation": ("installed", INSTALL_SECRET, ["lock", "update", "commit"]),
     "uninstall": ("uninstalled", INSTALL_SECRET, ["lock", "update", "commit"]),
 }
-LIFECYCLE_STEPS = {"lock": (is_installation_select, 1)} | {
-    name: STEPS[name] for name in ("insert", "update")
-}
 
 
 @pytest.mark.parametrize(
@@ -320,7 +315,7 @@ def test_lifecycle_database_error_at_each_step_then_a_retry_succeeds(
     rows = installation_rows()
     sent_signals.calls.clear()
 
-    fault = Fault(*LIFECYCLE_STEPS.get(step, (never, 1)))
+    fault = Fault(STEPS.get(step, never))
     commit_fired = failing_commit() if step == "commit" else [True]
     with connection.execute_wrapper(fault):
         response = post_lifecycle(Client(), event_type, body, secret=secret)
@@ -344,6 +339,40 @@ def test_lifecycle_database_error_at_each_step_then_a_retry_succeeds(
         assert row.uninstalled_at is not None
         [kwargs] = sent_signals.of(uninstalled)
         assert kwargs["installation"].pk == row.pk
+
+
+@pytest.mark.parametrize("case", list(LIFECYCLE_CASES))
+def test_lifecycle_database_error_on_every_query_in_turn(
+    sent_signals: SignalRecorder, case: str
+) -> None:
+    event_type, secret, _ = LIFECYCLE_CASES[case]
+    body = lifecycle_body(event_type, client_key=KEY_A, shared_secret=NEW_SECRET)
+
+    def prepare() -> None:
+        Installation.objects.all().delete()
+        if secret is not None:
+            installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+        sent_signals.calls.clear()
+
+    prepare()
+    recorder = Fault(never)
+    with connection.execute_wrapper(recorder):
+        assert post_lifecycle(Client(), event_type, body, secret=secret).status_code == 204
+    total = len(recorder.queries)
+    assert total >= 2
+
+    for nth in range(1, total + 1):
+        prepare()
+        rows = installation_rows()
+        fault = Fault(nth=nth)
+        with connection.execute_wrapper(fault):
+            response = post_lifecycle(Client(), event_type, body, secret=secret)
+        assert fault.fired_on is not None
+        assert response.status_code == 503
+        assert installation_rows() == rows
+        assert sent_signals.none_sent
+        assert post_lifecycle(Client(), event_type, body, secret=secret).status_code == 204
+        assert len(sent_signals.of(uninstalled)) == (event_type == "uninstalled")
 
 
 # --- receivers that raise or are slow ----------------------------------------------------------
