@@ -5,19 +5,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+# make load: how long and how many concurrent clients (see benchmarks/load.py).
+SECONDS ?= 60
+CLIENTS ?= 16
 
-.PHONY: help test test-fast lint typecheck demo browser-test clean
+.PHONY: help test test-fast lint typecheck demo browser-test load clean
 
 help:
 	@echo "make demo   serve the example project with the Bitbucket simulator (PORT=$(PORT))"
 	@echo "make test   run the whole test suite (SQLite; DATABASE_URL=... for another database)"
 	@echo "make lint   ruff (lint and format check) and mypy"
+	@echo "make load   installs under load: gunicorn + PostgreSQL (SECONDS=$(SECONDS) CLIENTS=$(CLIENTS))"
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres,browser,lint,example]'
 	touch $(STAMP)
+
+# The benchmarks' own dependencies (gunicorn, psycopg), on top of the everyday ones.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 # BROWSER_TESTS=no leaves the browser tests out of `make test` (.ci/run runs them as a
 # step of its own, with REQUIRE_BROWSER=1).
@@ -46,10 +56,16 @@ browser-test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy bitbucket_install tests scripts $(wildcard example_project)
+	$(BIN)/mypy bitbucket_install tests scripts benchmarks $(wildcard example_project)
 
 demo: $(STAMP)
 	$(BIN)/python example_project/manage.py demo --port $(PORT)
+
+# Concurrent complete installs against gunicorn on PostgreSQL (127.0.0.1:5432, user
+# postgres, or LOAD_POSTGRES_URL=...), then a check of the database; fails on any lost or
+# duplicated install, 5xx or unexpected answer.
+load: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.load --seconds $(SECONDS) --clients $(CLIENTS)
 
 clean:
 	rm -rf $(VENV) .tox build dist *.egg-info .coverage .coverage.* htmlcov
