@@ -173,9 +173,9 @@ def _flow_hash(flow: Flow) -> str:
     return hashlib.sha256(flow.id.encode()).hexdigest()
 
 
-def _flow_started_by(request: HttpRequest, moment: float) -> Flow | None:
-    """The newest flow of this browser that began before ``moment`` (give or take leeway)."""
-    for candidate in flows.pending(request):
+def _flow_started_by(pending: list[Flow], moment: float) -> Flow | None:
+    """The newest of ``pending`` that began before ``moment`` (give or take leeway)."""
+    for candidate in pending:
         if candidate.started_at - app_settings.JWT_LEEWAY <= moment:
             return candidate
     return None
@@ -248,18 +248,20 @@ class CallbackView(View):
             return self.reject(request, rejection.reason, flow, trip.client_key)
 
     def confirm(self, request: HttpRequest, client_key: str, token: str | None) -> HttpResponse:
-        if token is not None:
-            self.flow = self.verify_token(request, client_key, token)
-        else:
-            self.flow = self.verify_fresh_install(request, client_key)
+        # This browser's flows, read now (session and user) rather than under the row lock.
+        pending = flows.pending(request)
         try:
-            installation, created, should_signal = self.save_confirmation(request, client_key)
+            installation, created, should_signal = self.save_confirmation(
+                request, client_key, token, pending
+            )
         except IntegrityError:
             # A concurrent identical return inserted the row first: start again in a new
             # transaction, which finds that row. (On MariaDB/MySQL the losing insert keeps
             # a shared lock on the row until its transaction ends; asking for the row lock
             # in that same transaction deadlocks with the other returns waiting for it.)
-            installation, created, should_signal = self.save_confirmation(request, client_key)
+            installation, created, should_signal = self.save_confirmation(
+                request, client_key, token, pending
+            )
         if self.flow is not None:
             flows.finish(request, self.flow)
         flows.remember_confirmed(request, client_key)
@@ -274,10 +276,16 @@ class CallbackView(View):
         target = (self.flow.next if self.flow else "") or app_settings.SUCCESS_URL
         return self.redirect(target)
 
-    def verify_token(self, request: HttpRequest, client_key: str, token: str) -> Flow | None:
+    def verify_token(
+        self,
+        request: HttpRequest,
+        client_key: str,
+        token: str,
+        stored: Installation | None,
+        pending: list[Flow],
+    ) -> Flow | None:
         """Trust rule 1: the JWT must verify for ``client_key`` over this very request."""
         try:
-            stored = Installation.objects.filter(client_key=client_key).first()
             secrets = [stored.shared_secret] if stored and stored.shared_secret else []
             if app_settings.SHARED_SECRET:
                 secrets.append(app_settings.SHARED_SECRET)
@@ -286,21 +294,28 @@ class CallbackView(View):
             claims = _verify_with_first_matching_secret(request, token, secrets, client_key)
         except TokenError as error:
             raise Rejected(error.reason) from error
-        return _flow_started_by(request, claims["iat"])
+        return _flow_started_by(pending, claims["iat"])
 
-    def verify_fresh_install(self, request: HttpRequest, client_key: str) -> Flow | None:
+    def verify_fresh_install(
+        self,
+        request: HttpRequest,
+        client_key: str,
+        installation: Installation | None,
+        pending: list[Flow],
+    ) -> Flow | None:
         """Trust rule 1 without a JWT: an unregistered app's just-installed, unclaimed row,
         and (stricter than the rule) a flow of this browser that began before it.
         ``record`` checks "unclaimed" under the row lock (a repeat of this very flow is
         idempotent there); a repeat after the flow was used up is only answered again."""
-        installation = Installation.objects.filter(
-            client_key=client_key,
-            uninstalled_at__isnull=True,
-            installed_at__gte=timezone.now() - timedelta(seconds=app_settings.CONFIRM_WINDOW),
-        ).first()
         flow = None
-        if installation is not None and installation.installed_at is not None:
-            flow = _flow_started_by(request, installation.installed_at.timestamp())
+        if (
+            installation is not None
+            and installation.uninstalled_at is None
+            and installation.installed_at is not None
+            and installation.installed_at
+            >= timezone.now() - timedelta(seconds=app_settings.CONFIRM_WINDOW)
+        ):
+            flow = _flow_started_by(pending, installation.installed_at.timestamp())
         if flow is None:
             if not flows.has_confirmed(request, client_key):
                 raise Rejected("client_key_unverified")
@@ -308,12 +323,23 @@ class CallbackView(View):
         return flow
 
     def save_confirmation(
-        self, request: HttpRequest, client_key: str
+        self, request: HttpRequest, client_key: str, token: str | None, pending: list[Flow]
     ) -> tuple[Installation, bool, bool]:
-        """Record the return in one transaction; IntegrityError if a concurrent one
-        inserted the row first (the transaction is then rolled back whole)."""
+        """Verify and record the return in one transaction, reading the installation once,
+        under its row lock. ``Rejected`` rolls it back whole, and so does IntegrityError
+        if a concurrent return inserted the row first."""
         with transaction.atomic():
-            installation, created = self.lock_or_create(client_key)
+            installation = self.locked(client_key)
+            if token is not None:
+                self.flow = self.verify_token(request, client_key, token, installation, pending)
+            else:
+                self.flow = self.verify_fresh_install(request, client_key, installation, pending)
+            created = installation is None
+            if installation is None:
+                # Saved by ``record`` once confirmed: one INSERT, no UPDATE after it.
+                installation = Installation(
+                    client_key=client_key, addon_key=app_settings.ADDON_KEY or ""
+                )
             should_signal = self.record(request, installation)
             user = request.user if self.flow is not None and self.flow.user_id else None
             if should_signal:
@@ -327,16 +353,12 @@ class CallbackView(View):
         return installation, created, should_signal
 
     @staticmethod
-    def lock_or_create(client_key: str) -> tuple[Installation, bool]:
-        installation = (
+    def locked(client_key: str) -> Installation | None:
+        """The installation of ``client_key``, locked until the transaction ends."""
+        installation: Installation | None = (
             Installation.objects.select_for_update().filter(client_key=client_key).first()
         )
-        if installation is not None:
-            return installation, False
-        created = Installation.objects.create(
-            client_key=client_key, addon_key=app_settings.ADDON_KEY or ""
-        )
-        return created, True
+        return installation
 
     def record(self, request: HttpRequest, installation: Installation) -> bool:
         """Confirm ``installation`` under its row lock; True when this return did it."""
