@@ -71,7 +71,7 @@ Matcher = Callable[[str, bool], bool]  # (sql, inside a transaction) -> is it th
 
 class Fault:
     """An ``execute_wrapper`` that raises ``OperationalError`` on the ``nth`` query that
-    ``matches`` (once), and records every query it saw."""
+    ``matches`` (once; matchers see the SQL without quoting), and records every query."""
 
     def __init__(self, matches: Matcher = lambda sql, atomic: True, nth: int = 1) -> None:
         self.matches = matches
@@ -84,7 +84,8 @@ class Fault:
         self, execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
     ) -> Any:
         self.queries.append(sql)
-        if self.fired_on is None and self.matches(sql, context["connection"].in_atomic_block):
+        plain = sql.replace('"', "").replace("`", "")  # PostgreSQL/SQLite and MariaDB quoting
+        if self.fired_on is None and self.matches(plain, context["connection"].in_atomic_block):
             self.seen += 1
             if self.seen == self.nth:
                 self.fired_on = sql
@@ -97,16 +98,16 @@ def never(sql: str, atomic: bool) -> bool:
 
 
 def installation_select(sql: str) -> bool:
-    return sql.startswith("SELECT") and 'FROM "bitbucket_install_installation"' in sql
+    return sql.startswith("SELECT") and "FROM bitbucket_install_installation" in sql
 
 
 # The named write steps. The row lock is the installation SELECT inside the transaction
 # (SELECT ... FOR UPDATE; a plain SELECT on SQLite, which locks the whole database).
 STEPS: dict[str, Matcher] = {
     "lock": lambda sql, atomic: atomic and installation_select(sql),
-    "insert": lambda sql, atomic: sql.startswith('INSERT INTO "bitbucket_install_installation"'),
-    "update": lambda sql, atomic: sql.startswith('UPDATE "bitbucket_install_installation"'),
-    "session": lambda sql, atomic: '"django_session"' in sql and not sql.startswith("SELECT"),
+    "insert": lambda sql, atomic: sql.startswith("INSERT INTO bitbucket_install_installation"),
+    "update": lambda sql, atomic: sql.startswith("UPDATE bitbucket_install_installation"),
+    "session": lambda sql, atomic: "django_session" in sql and not sql.startswith("SELECT"),
 }
 
 
