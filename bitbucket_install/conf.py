@@ -113,6 +113,15 @@ class Settings:
         descriptor.setdefault("name", descriptor["key"])
         return descriptor
 
+    def app_name(self) -> str:
+        """``DESCRIPTOR["name"]`` (or ``""``), without building the rest of the descriptor."""
+        configured = _get("DESCRIPTOR")
+        if not isinstance(configured, dict):
+            configured = {}
+        key = configured.get("key", self.ADDON_KEY)
+        name = configured.get("name", key)
+        return str(name) if name else ""
+
     @property
     def SIMULATOR(self) -> bool:
         return bool(_get("SIMULATOR", False)) and bool(django_settings.DEBUG)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from django import template
-from django.urls import reverse
-from django.utils.translation import gettext
+from django.conf import settings
+from django.urls import get_script_prefix, get_urlconf, reverse
+from django.utils.translation import get_language, gettext
 
 from bitbucket_install.conf import app_settings
 from bitbucket_install.views import authorize_url
@@ -19,13 +21,36 @@ def bitbucket_install_button(
     context: template.Context, label: str | None = None, next: str | None = None
 ) -> dict[str, Any]:
     """The install button: a form that POSTs to the ``start`` view (CSRF-protected)."""
+    app_name = app_settings.app_name()
     return {
-        "action": reverse("bitbucket_install:start"),
+        "action": start_url(),
         "csrf_token": context.get("csrf_token"),
         "label": label or gettext("Connect to Bitbucket"),
         "next": next or "",
-        "app_name": app_settings.DESCRIPTOR.get("name") or "",
+        "app_name": app_name,
+        # Translated here rather than by {% blocktranslate %} in the template, which costs
+        # several times as much on every render (same message id, same catalogs).
+        "title": gettext("Install %(app)s in your Bitbucket workspace") % {"app": app_name}
+        if app_name
+        else "",
     }
+
+
+def start_url() -> str:
+    """``reverse("bitbucket_install:start")``, worked out once per URLconf, script prefix and
+    language (everything a reverse depends on) instead of on every render of a page."""
+    return _reverse(
+        "bitbucket_install:start",
+        get_urlconf() or settings.ROOT_URLCONF,
+        get_script_prefix(),
+        get_language(),
+    )
+
+
+@lru_cache(maxsize=64)
+def _reverse(viewname: str, urlconf: Any, script_prefix: str, language: str | None) -> str:
+    # script_prefix and language are part of the cache key; reverse reads them itself.
+    return reverse(viewname, urlconf=urlconf)
 
 
 @register.simple_tag
