@@ -181,7 +181,7 @@ def test_canonical_request_agrees_with_atlassian_jwt(
 CANONICAL_QUERY = re.compile(r"(?:[A-Za-z0-9._~%-]*=[A-Za-z0-9._~%,-]*(?:&|$))*")
 
 
-@BOUNDED
+@examples(0.5)
 @given(query=st.one_of(raw_query_strings(), unicode_query_strings()), data=st.data())
 def test_canonical_query_ignores_order_and_jwt_and_is_plain_ascii(
     query: str, data: st.DataObject
@@ -239,7 +239,7 @@ SECRETS = st.text(st.characters(codec="utf-8"), min_size=1, max_size=160)
 NOW = 1_750_000_000
 
 
-@BOUNDED
+@examples(0.6)
 @given(
     issuer=CLIENT_KEYS,
     extra=EXTRA_CLAIMS,
@@ -525,7 +525,7 @@ def test_any_lifecycle_body_is_refused_cleanly(
     assert sent_signals.none_sent
 
 
-@examples(1.0)
+@examples(0.6)
 @given(
     header=st.one_of(
         LATIN1_TEXT,
