@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -45,6 +46,17 @@ class _ConnectHMAC(HMACAlgorithm):
     def check_key_length(self, key: bytes) -> str | None:
         return None
 
+    def prepare_key(self, key: str | bytes) -> bytes:
+        # PyJWT checks that an HMAC secret is no PEM, SSH, DER or JWK key (parsing it as
+        # each) on every call; a secret passes or fails the same way each time.
+        return _prepared_key(key.encode() if isinstance(key, str) else key)
+
+
+@lru_cache(maxsize=256)
+def _prepared_key(key: bytes) -> bytes:
+    prepared: bytes = HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(key)
+    return prepared
+
 
 _jws = jwt.PyJWS(algorithms=[])
 _jws.register_algorithm(ALGORITHM, _ConnectHMAC(HMACAlgorithm.SHA256))
@@ -66,7 +78,12 @@ def canonical_path(path: str, base_path: str = "") -> str:
 def canonical_query(query_string: str) -> str:
     """The query, minus ``jwt``, sorted and encoded as the reference libraries do."""
     values_by_name: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query_string, keep_blank_values=True):
+    # A "jwt=..." part is dropped before decoding (it would be dropped after, and it is
+    # most of the query); a "jwt" spelled with escapes is decoded, then dropped below.
+    kept = "&".join(
+        part for part in query_string.split("&") if part != "jwt" and not part.startswith("jwt=")
+    )
+    for name, value in parse_qsl(kept, keep_blank_values=True):
         if name != "jwt":
             values_by_name.setdefault(name, []).append(value)
     pairs = sorted(

@@ -8,7 +8,7 @@
   expression indexes the search compares with (the planner uses them).
 - ``{% bitbucket_install_button %}``: the title translated in Python, the app name read
   without building the descriptor, the start URL reversed once per URLconf, prefix and
-  language.
+  language, the stylesheet's URL worked out once per static files storage and DEBUG.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import types
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.admin import site
+from django.contrib.staticfiles.storage import StaticFilesStorage
 from django.core.management import call_command
 from django.db import connection
+from django.templatetags.static import static
 from django.test import Client, RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import clear_script_prefix, include, path, reverse, set_script_prefix, set_urlconf
@@ -30,7 +33,12 @@ from bitbucket_install import admin as installation_admin
 from bitbucket_install.admin import InstallationPaginator, estimated_rows
 from bitbucket_install.conf import app_settings
 from bitbucket_install.models import Installation
-from bitbucket_install.templatetags.bitbucket_install import bitbucket_install_button, start_url
+from bitbucket_install.templatetags.bitbucket_install import (
+    STYLESHEET,
+    bitbucket_install_button,
+    start_url,
+    stylesheet_url,
+)
 from tests.test_templatetags import BUTTON, HOSTILE, Elements, render_with_request
 
 CHANGELIST = reverse("admin:bitbucket_install_installation_changelist")
@@ -375,3 +383,88 @@ def test_start_url_follows_the_urlconf() -> None:
     with override_settings(ROOT_URLCONF=elsewhere):
         assert start_url() == "/elsewhere/install/"
     assert start_url() == "/bitbucket/install/"
+
+
+class DebugAwareStorage(StaticFilesStorage):
+    """Answers by DEBUG, as the manifest storages do."""
+
+    def url(self, name: str | None) -> str:
+        return f"/files-debug-{settings.DEBUG}/{name}"
+
+
+def test_stylesheet_url_is_that_of_the_static_tag() -> None:
+    assert stylesheet_url() == static(STYLESHEET) == "/static/" + STYLESHEET
+    html = render_with_request(BUTTON)
+    assert Elements(html).one("link").attrs["href"] == "/static/" + STYLESHEET
+
+
+def test_stylesheet_url_follows_static_settings() -> None:
+    with override_settings(STATIC_URL="/assets/"):
+        assert stylesheet_url() == "/assets/" + STYLESHEET
+    assert stylesheet_url() == "/static/" + STYLESHEET
+    storages = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": f"{__name__}.DebugAwareStorage"},
+    }
+    with override_settings(STORAGES=storages):
+        assert stylesheet_url() == f"/files-debug-False/{STYLESHEET}"
+        with override_settings(DEBUG=True):
+            assert stylesheet_url() == f"/files-debug-True/{STYLESHEET}"
+        assert stylesheet_url() == f"/files-debug-False/{STYLESHEET}"
+    assert stylesheet_url() == "/static/" + STYLESHEET
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "jwt=abc&a=1",
+        "a=1&jwt",
+        "jwt=&a=1&jwt=x",
+        "j%77t=escaped&a=1",  # decodes to "jwt": dropped after decoding, as before
+        "jwtx=2&a=1&xjwt=3",  # other names that merely contain "jwt" stay
+        "a=1&&jwt=1&b=%20",
+    ],
+)
+def test_canonical_query_drops_jwt_as_parsing_everything_would(query: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from bitbucket_install.tokens import _encode_component, canonical_query
+
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "jwt":
+            values.setdefault(name, []).append(value)
+    expected = "&".join(
+        f"{n}={v}"
+        for n, v in sorted(
+            (_encode_component(name), ",".join(_encode_component(x) for x in sorted(vals)))
+            for name, vals in values.items()
+        )
+    )
+    assert canonical_query(query) == expected
+
+
+def test_hmac_secrets_are_checked_once_and_asymmetric_keys_still_refused() -> None:
+    import jwt
+
+    from bitbucket_install.tokens import _prepared_key, encode_token, verify_token
+
+    _prepared_key.cache_clear()
+    token = encode_token({"iss": "connection:1"}, "a-secret", method="GET", path="/x")
+    for _ in range(3):
+        claims = verify_token(token, "a-secret", qsh=None, issuer="connection:1")
+        assert claims["iss"] == "connection:1"
+    info = _prepared_key.cache_info()
+    assert info.misses == 1
+    assert info.hits >= 3
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\n"
+        "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n"
+        "-----END PUBLIC KEY-----"
+    )
+    for _ in range(2):  # refusals are not cached: each call refuses
+        with pytest.raises(jwt.InvalidKeyError):
+            encode_token({"iss": "connection:1"}, pem)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django import template
 from django.conf import settings
+from django.core.files.storage import Storage, storages
+from django.templatetags.static import static
 from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils.translation import get_language, gettext
 
@@ -14,6 +17,11 @@ from bitbucket_install.conf import app_settings
 from bitbucket_install.views import authorize_url
 
 register = template.Library()
+
+STYLESHEET = "bitbucket_install/bitbucket_install.css"
+# URL of the stylesheet by static files storage (Django makes a new one whenever STORAGES,
+# STATIC_URL or STATIC_ROOT change) and by DEBUG (manifest storages answer by it).
+_stylesheet_urls: WeakKeyDictionary[Storage, dict[bool, str]] = WeakKeyDictionary()
 
 
 @register.inclusion_tag("bitbucket_install/button.html", takes_context=True)
@@ -23,6 +31,7 @@ def bitbucket_install_button(
     """The install button: a form that POSTs to the ``start`` view (CSRF-protected)."""
     app_name = app_settings.app_name()
     return {
+        "stylesheet": stylesheet_url(),
         "action": start_url(),
         "csrf_token": context.get("csrf_token"),
         "label": label or gettext("Connect to Bitbucket"),
@@ -34,6 +43,16 @@ def bitbucket_install_button(
         if app_name
         else "",
     }
+
+
+def stylesheet_url() -> str:
+    """``{% static "bitbucket_install/bitbucket_install.css" %}``, worked out once per
+    static files storage instead of on every render of a page."""
+    by_debug = _stylesheet_urls.setdefault(storages["staticfiles"], {})
+    debug = bool(settings.DEBUG)
+    if debug not in by_debug:
+        by_debug[debug] = static(STYLESHEET)
+    return by_debug[debug]
 
 
 def start_url() -> str:
