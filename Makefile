@@ -10,13 +10,14 @@ BENCH_STAMP := $(VENV)/.installed-bench
 SECONDS ?= 60
 CLIENTS ?= 16
 
-.PHONY: help test test-fast lint typecheck demo browser-test load clean
+.PHONY: help test test-fast lint typecheck demo browser-test load bench clean
 
 help:
 	@echo "make demo   serve the example project with the Bitbucket simulator (PORT=$(PORT))"
 	@echo "make test   run the whole test suite (SQLite; DATABASE_URL=... for another database)"
 	@echo "make lint   ruff (lint and format check) and mypy"
 	@echo "make load   installs under load: gunicorn + PostgreSQL (SECONDS=$(SECONDS) CLIENTS=$(CLIENTS))"
+	@echo "make bench  the app against hand-written code, side by side (PostgreSQL; BENCH_ARGS=--quick)"
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,13 @@ demo: $(STAMP)
 # duplicated install, 5xx or unexpected answer.
 load: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.load --seconds $(SECONDS) --clients $(CLIENTS)
+
+# The benchmarks of issue 7 (benchmarks/run.py): one line per figure, PASS or FAIL; needs
+# PostgreSQL (BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432) and creates
+# and drops its own databases. BENCH_ARGS=--quick for a short smoke run.
+BENCH_ARGS ?=
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tox build dist *.egg-info .coverage .coverage.* htmlcov
