@@ -68,6 +68,12 @@ def _split(url: str) -> SplitResult | None:
         return None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or any(c.isspace() for c in url):
         return None
+    if "[" in parts.netloc:
+        # Python 3.11+ refuses "[not-an-ip]" in urlsplit; 3.10 does not, so check here.
+        try:
+            ipaddress.IPv6Address(parts.hostname)
+        except ValueError:
+            return None
     return parts
 
 

@@ -519,3 +519,13 @@ def test_is_loopback(url: str, expected: bool) -> None:
     parts = _split(url)
     assert parts is not None
     assert is_loopback(parts) is expected
+
+
+@pytest.mark.parametrize(
+    "descriptor_uri",
+    ["https://[not-an-ip]/atlassian-connect.json", "https://[::g]/atlassian-connect.json"],
+)
+def test_bracketed_host_that_is_not_an_ipv6_address_is_not_absolute(descriptor_uri: str) -> None:
+    """Python 3.10's urlsplit accepts these; the link must refuse them on every version."""
+    link = InstallLink(authorize_url=AUTHORIZE, descriptor_uri=descriptor_uri)
+    assert [problem.rule for problem in link.problems()] == ["descriptor_uri_absolute"]

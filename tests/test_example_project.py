@@ -8,6 +8,7 @@ URLs and app switched in (``example_site``).
 
 from __future__ import annotations
 
+import contextlib
 import gettext
 import importlib.util
 import json
@@ -562,7 +563,8 @@ def test_demo_sets_up_a_fresh_database(tmp_path: Path) -> None:
     )
     assert second.returncode == 0, second.stderr
     assert "(just created)" not in second.stdout
-    with sqlite3.connect(database) as connection:
+    # sqlite3's own context manager commits but does not close (a ResourceWarning).
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         users = connection.execute("select username, is_superuser from auth_user").fetchall()
         tables = {row[0] for row in connection.execute("select name from sqlite_master")}
     assert users == [("admin", 1)]
