@@ -523,7 +523,12 @@ def test_is_loopback(url: str, expected: bool) -> None:
 
 @pytest.mark.parametrize(
     "descriptor_uri",
-    ["https://[not-an-ip]/atlassian-connect.json", "https://[::g]/atlassian-connect.json"],
+    [
+        "https://[not-an-ip]/atlassian-connect.json",
+        "https://[::g]/atlassian-connect.json",
+        # An IPvFuture literal: urlsplit accepts it on every version, it is no IPv6 host.
+        "https://[v1.abc]/atlassian-connect.json",
+    ],
 )
 def test_bracketed_host_that_is_not_an_ipv6_address_is_not_absolute(descriptor_uri: str) -> None:
     """Python 3.10's urlsplit accepts these; the link must refuse them on every version."""

@@ -290,12 +290,16 @@ def test_messages_name_the_offending_value() -> None:
     assert message.msg == "BITBUCKET_INSTALL_BASE_URL is not set."
 
 
+# Django's own model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
 def test_call_command_check_passes_on_good_settings() -> None:
     out = StringIO()
     call_command("check", stdout=out)
     assert "System check identified no issues" in out.getvalue()
 
 
+# Django's own model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
 def test_call_command_check_fails_naming_the_id() -> None:
     with (
         override_settings(BITBUCKET_INSTALL_REDIRECT_URI="https://app.example.com.evil.test/cb/"),
@@ -307,6 +311,8 @@ def test_call_command_check_fails_naming_the_id() -> None:
     assert "HINT:" in text
 
 
+# Django's own model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
 def test_call_command_check_shows_warnings_without_failing() -> None:
     out, err = StringIO(), StringIO()
     with override_settings(BITBUCKET_INSTALL_SIMULATOR=True, DEBUG=True):
