@@ -18,7 +18,7 @@ The exit status is 1 if a figure fails.
 5. Peak RSS of a single gunicorn worker after 10,000 callbacks against after 100.
 
 ``--quick`` runs everything smaller (a smoke test of the benchmark itself, not figures to
-quote). ``--keep`` leaves the databases in place.
+quote). ``--only 1,5`` measures some figures only. ``--keep`` leaves the databases.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def scale_timings(rows: int, created: list[str]) -> dict[str, float]:
     return timings
 
 
-def run(sizes: Sizes, keep: bool) -> int:
+def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
     lines = machine()
     for line in lines:
         progress(line)
@@ -229,43 +229,58 @@ def run(sizes: Sizes, keep: bool) -> int:
             url = database.recreate("site")
             created.append(url)  # figures 1 and 5
             setup_django(url)
-            progress(f"figure 1: gunicorn with {workers} workers on PostgreSQL")
-            with server.serve_example_project(url, workers=workers, extra_env=SITE_ENV) as base:
-                figures.append(figure_throughput(base, sizes, workers, workdir))
-
-            progress("figure 2: JWT verification")
-            ours, bare = micro.jwt_verification(server.SHARED_SECRET)
-            figures.append(
-                Figure("2 JWT verify+qsh vs jwt.decode", ours * 1e6, bare * 1e6, "us", 1.5, False)
-            )
-            progress("figure 3: button render")
-            ours, static = micro.button_render()
-            figures.append(
-                Figure("3 button tag vs static form", ours * 1e6, static * 1e6, "us", 2.0, False)
-            )
-
-            small = scale_timings(sizes.small_table, created)
-            large = scale_timings(sizes.large_table, created)
-            for key, label in (
-                ("changelist", "4a admin changelist"),
-                ("search_client_key", "4b admin search, clientKey"),
-                ("search_principal", "4c admin search, principal name"),
-                ("callback_lookup", "4d callback's locked lookup"),
-            ):
+            if "1" in only:
+                progress(f"figure 1: gunicorn with {workers} workers on PostgreSQL")
+                with server.serve_example_project(
+                    url, workers=workers, extra_env=SITE_ENV
+                ) as base:
+                    figures.append(figure_throughput(base, sizes, workers, workdir))
+            if "2" in only:
+                progress("figure 2: JWT verification")
+                ours, bare = micro.jwt_verification(server.SHARED_SECRET)
                 figures.append(
                     Figure(
-                        label,
-                        large[key] * 1000,
-                        small[key] * 1000,
-                        "ms",
-                        2.0,
+                        "2 verify_token+qsh vs jwt.decode",
+                        ours * 1e6,
+                        bare * 1e6,
+                        "us",
+                        1.5,
                         False,
-                        note=f"{sizes.large_table:,} rows vs {sizes.small_table:,}",
                     )
                 )
-
-            progress("figure 5: memory of one worker")
-            figures.append(figure_memory(url, sizes, workdir))
+            if "3" in only:
+                progress("figure 3: button render")
+                ours, static = micro.button_render()
+                figures.append(
+                    Figure(
+                        "3 button tag vs static form", ours * 1e6, static * 1e6, "us", 2.0, False
+                    )
+                )
+            if "4" in only:
+                small = scale_timings(sizes.small_table, created)
+                large = scale_timings(sizes.large_table, created)
+                for key, label in (
+                    ("changelist", "4a admin changelist"),
+                    ("search_client_key", "4b admin search, clientKey"),
+                    ("search_principal", "4c admin search, principal name"),
+                    ("callback_lookup", "4d callback's locked lookup"),
+                ):
+                    figures.append(
+                        Figure(
+                            label,
+                            large[key] * 1000,
+                            small[key] * 1000,
+                            "ms",
+                            2.0,
+                            False,
+                            note=f"{sizes.large_table:,} rows vs {sizes.small_table:,}",
+                        )
+                    )
+            if "5" in only:
+                progress("figure 5: memory of one worker")
+                if "1" not in only:
+                    server.run_manage(url, "migrate", "--noinput", extra_env=SITE_ENV)
+                figures.append(figure_memory(url, sizes, workdir))
     finally:
         if not keep:
             from django.db import connections
@@ -285,8 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
+    parser.add_argument(
+        "--only", default="1,2,3,4,5", help="the figures to measure, e.g. --only 1,5"
+    )
     options = parser.parse_args(argv)
-    return run(QUICK if options.quick else FULL, options.keep)
+    only = {part.strip() for part in options.only.split(",")}
+    return run(QUICK if options.quick else FULL, options.keep, only)
 
 
 if __name__ == "__main__":

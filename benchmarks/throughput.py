@@ -1,14 +1,14 @@
 """Figures 1 and 5: prepared return trips, and the load generator that sends them.
 
 What is sent (``prepare_returns``): every request of ours is a realistic *first* return
-from Bitbucket, each in a session of its own that holds a fresh flow of a logged-in user
-(as the ``start`` view leaves it), carrying a new clientKey and a JWT signed with the
-app-level secret over that very request. The callback verifies it, creates and connects
-the installation, consumes the flow, sends ``installed`` (the example project's receiver
-adds a message), stores the result and answers 303 to the result page. The baseline's
-requests (``prepare_baseline``) carry a new clientKey each and the same cookies; its view
-creates the row and answers 303. Sessions are written to the database beforehand, so the
-timed part is only the requests.
+from Bitbucket, each in a session of its own that holds a fresh flow (as the ``start``
+view leaves it) of a logged-in user of its own (as when different people install),
+carrying a new clientKey and a JWT signed with the app-level secret over that very
+request. The callback verifies it, creates and connects the installation, consumes the
+flow, sends ``installed`` (the example project's receiver adds a message), stores the
+result and answers 303 to the result page. The baseline's requests (``prepare_baseline``)
+carry a new clientKey each; its view creates the row and answers 303. Users and sessions
+are written to the database beforehand, so the timed part is only the requests.
 
 The load generator (``python -m benchmarks.throughput URL CALLS_JSON CONCURRENCY``) runs
 in a process of its own: CONCURRENCY threads, each sending the next call with http.client
@@ -67,9 +67,11 @@ def new_client_key() -> str:
 
 
 def _sessions(count: int) -> list[str]:
-    """``count`` new sessions, each with a fresh flow of the logged-in bench user; their
-    keys. Needs Django set up with the served site's settings (same SECRET_KEY)."""
+    """``count`` new sessions, each of a new logged-in user with a fresh flow of theirs (as
+    the ``start`` view leaves it); their keys. Needs Django set up with the served site's
+    settings (the same SECRET_KEY and database)."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import User
     from django.contrib.sessions.backends.db import SessionStore
     from django.contrib.sessions.models import Session
@@ -78,13 +80,19 @@ def _sessions(count: int) -> list[str]:
 
     from bitbucket_install import flow as flows
 
-    user, _ = User.objects.get_or_create(username="bench-user")
+    users = User.objects.bulk_create(
+        [
+            User(username=f"bench-{uuid.uuid4().hex}", password=make_password(None))
+            for _ in range(count)
+        ],
+        batch_size=1000,
+    )
     store = SessionStore()
     expires = timezone.now() + timedelta(days=1)
     started_at = time.time() - 1
     keys = []
     rows = []
-    for _ in range(count):
+    for user in users:
         key = get_random_string(32, "abcdefghijklmnopqrstuvwxyz0123456789")
         data = {
             SESSION_KEY: str(user.pk),
