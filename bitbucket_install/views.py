@@ -355,9 +355,14 @@ class CallbackView(View):
     @staticmethod
     def locked(client_key: str) -> Installation | None:
         """The installation of ``client_key``, locked until the transaction ends."""
-        installation: Installation | None = (
-            Installation.objects.select_for_update().filter(client_key=client_key).first()
-        )
+        # get() rather than first(): client_key is unique, so no ORDER BY is needed, and
+        # building that ordering cost a fifth of this lookup's CPU time (issue 7).
+        try:
+            installation: Installation = Installation.objects.select_for_update().get(
+                client_key=client_key
+            )
+        except Installation.DoesNotExist:
+            return None
         return installation
 
     def record(self, request: HttpRequest, installation: Installation) -> bool:
