@@ -16,6 +16,8 @@ from bitbucket_install.exceptions import InstallLinkError
 # Atlassian's rule for a descriptor key.
 ADDON_KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# Whitespace, or a control character (Unicode category Cc: C0, DEL and C1, NUL included).
+BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,16 @@ class InstallLink:
 
 
 def _split(url: str) -> SplitResult | None:
-    """``url`` parsed, or None when it is not an absolute http(s) URL with a host."""
+    """``url`` parsed, or None when it is not an absolute http(s) URL with a host, or has
+    whitespace or a control character anywhere (urlsplit keeps a NUL in the host)."""
+    if BLANK_OR_CONTROL.search(url):
+        return None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a malformed port)
     except ValueError:
         return None
-    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or any(c.isspace() for c in url):
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
         return None
     if "[" in parts.netloc:
         # Python 3.11+ refuses "[not-an-ip]" in urlsplit; 3.10 does not, so check here.
@@ -110,7 +115,8 @@ def _check_authorize_url(url: str) -> list[Problem]:
             Problem(
                 "authorize_url_absolute",
                 f"The authorize URL {url!r} is not an absolute http(s) URL without a fragment.",
-                "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset to use Bitbucket's.",
+                "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset to use Bitbucket's, or give an "
+                "http(s) URL without a fragment, whitespace or control characters.",
             )
         ]
     return []
@@ -151,7 +157,8 @@ def _check_app_identity(addon_key: str | None, descriptor_uri: str | None) -> li
             Problem(
                 "descriptor_uri_absolute",
                 f"The descriptor URI {descriptor_uri!r} is not an absolute URL.",
-                "Give the full https:// URL of atlassian-connect.json.",
+                "Give the full https:// URL of atlassian-connect.json, without whitespace or "
+                "control characters.",
             )
         ]
     return _check_https(parts, "descriptor_uri_https", "The descriptor URI")
@@ -167,7 +174,8 @@ def _check_redirect_uri(redirect_uri: str, base_url: str | None) -> list[Problem
             Problem(
                 "base_url_absolute",
                 f"The base URL {base_url!r} is not an absolute URL.",
-                "Set BITBUCKET_INSTALL_BASE_URL to the descriptor's baseUrl.",
+                "Set BITBUCKET_INSTALL_BASE_URL to the descriptor's baseUrl: an http(s) URL "
+                "with a host, without whitespace or control characters.",
             )
         )
     if redirect is None:
@@ -175,7 +183,8 @@ def _check_redirect_uri(redirect_uri: str, base_url: str | None) -> list[Problem
             Problem(
                 "redirect_uri_absolute",
                 f"The redirect URI {redirect_uri!r} is not an absolute URL.",
-                "Give the full URL, or set BITBUCKET_INSTALL_BASE_URL to get the default.",
+                "Give the full URL, without whitespace or control characters, or set "
+                "BITBUCKET_INSTALL_BASE_URL to get the default.",
             )
         )
     if redirect is None or base is None:

@@ -8,6 +8,8 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.shortcuts import resolve_url
+from django.urls import NoReverseMatch
 
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, InstallLink
 from bitbucket_install.conf import app_settings
@@ -29,6 +31,11 @@ RULE_IDS = {
     "base_url_https_loopback_http": "W002",
 }
 DURATION_SETTINGS = ("JWT_LEEWAY", "JWT_MAX_AGE", "FLOW_MAX_AGE", "CONFIRM_WINDOW")
+# The longest duration accepted: one year. Far beyond any sane window, and far inside
+# what ``timedelta(seconds=...)`` and ``now() - timedelta`` can hold (a huge value made
+# the callback view overflow: a 500 instead of a check error).
+MAX_DURATION = 365 * 24 * 60 * 60
+REDIRECT_SETTINGS = ("SUCCESS_URL", "FAILURE_URL")
 KNOWN_CONTEXTS = {"account"}
 
 
@@ -66,12 +73,14 @@ def check_settings(
     found = []
     for name in DURATION_SETTINGS:
         value = getattr(settings, f"BITBUCKET_INSTALL_{name}", 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DURATION:
             found.append(
                 _message(
                     "E011",
-                    f"BITBUCKET_INSTALL_{name} must be a whole number of seconds, not {value!r}.",
-                    "Give a non-negative int, or remove the setting to use the default.",
+                    f"BITBUCKET_INSTALL_{name} must be a whole number of seconds from 0 to "
+                    f"{MAX_DURATION} (one year), not {value!r}.",
+                    f"Give an int from 0 to {MAX_DURATION}, or remove the setting to use the "
+                    "default.",
                 )
             )
     if getattr(settings, "BITBUCKET_INSTALL_SIMULATOR", False):
@@ -83,6 +92,32 @@ def check_settings(
                 "Never enable BITBUCKET_INSTALL_SIMULATOR outside development.",
             )
         )
+    return found
+
+
+@register(Tags.urls, "bitbucket_install")
+def check_redirect_targets(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The views send the browser to ``resolve_url(SUCCESS_URL / FAILURE_URL)``: a value
+    that is no URL and no URL name would raise ``NoReverseMatch`` there, a 500."""
+    found = []
+    for name in REDIRECT_SETTINGS:
+        value = getattr(app_settings, name)
+        if value is None:
+            continue
+        try:
+            resolve_url(value)
+        except NoReverseMatch:
+            found.append(
+                _message(
+                    "E016",
+                    f"BITBUCKET_INSTALL_{name} {value!r} is neither a URL nor the name of a "
+                    "URL pattern.",
+                    "Give a URL or path (with '/' or '.'), or the name of a URL pattern "
+                    "that takes no arguments (e.g. 'home' or 'accounts:profile').",
+                )
+            )
     return found
 
 

@@ -43,20 +43,28 @@ def ids(**overrides: Any) -> set[str]:
     return {str(message.id) for message in messages(**overrides)}
 
 
-def test_all_three_checks_are_registered_with_the_app_tag() -> None:
+def test_all_four_checks_are_registered_with_the_app_tag() -> None:
     from django.core.checks import registry
 
     registered = registry.registry.get_checks()
-    for check in (checks.check_install_link, checks.check_settings, checks.check_descriptor):
+    for check in (
+        checks.check_install_link,
+        checks.check_settings,
+        checks.check_redirect_targets,
+        checks.check_descriptor,
+    ):
         assert check in registered
         assert "bitbucket_install" in check.tags
     assert "security" in checks.check_install_link.tags
+    # It reverses URL names, so it runs with Django's URL checks too.
+    assert "urls" in checks.check_redirect_targets.tags
 
 
 def test_silent_on_the_test_settings() -> None:
     assert messages() == []
     assert checks.check_install_link() == []
     assert checks.check_settings() == []
+    assert checks.check_redirect_targets() == []
     assert checks.check_descriptor() == []
 
 
@@ -85,6 +93,32 @@ def test_silent_on_the_test_settings() -> None:
         pytest.param(
             {"BITBUCKET_INSTALL_DESCRIPTOR": {**GOOD_DESCRIPTOR, "contexts": ("account",)}},
             id="contexts-tuple",
+        ),
+        pytest.param(
+            {f"BITBUCKET_INSTALL_{n}": checks.MAX_DURATION for n in checks.DURATION_SETTINGS},
+            id="durations-at-the-cap",
+        ),
+        pytest.param(
+            {
+                "BITBUCKET_INSTALL_SUCCESS_URL": "/welcome/",
+                "BITBUCKET_INSTALL_FAILURE_URL": "https://www.example.com/sorry",
+            },
+            id="redirect-targets-paths-and-urls",
+        ),
+        pytest.param(
+            {
+                "BITBUCKET_INSTALL_SUCCESS_URL": "bitbucket_install:result",
+                "BITBUCKET_INSTALL_FAILURE_URL": "admin:index",
+            },
+            id="redirect-targets-url-names",
+        ),
+        pytest.param(
+            # What resolve_url passes through unreversed: anything with a "." or "/".
+            {
+                "BITBUCKET_INSTALL_SUCCESS_URL": "welcome.html",
+                "BITBUCKET_INSTALL_FAILURE_URL": "",
+            },
+            id="redirect-targets-dotted-and-empty",
         ),
     ],
 )
@@ -122,6 +156,21 @@ CASES: list[Any] = [
         id="W001",
     ),
     pytest.param({"BITBUCKET_INSTALL_REDIRECT_URI": "/bitbucket/callback/"}, {"E006"}, id="E006"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_REDIRECT_URI": "https://app.example.com/bitbucket/call\x1bback/"},
+        {"E006"},
+        id="E006-control-character",
+    ),
+    pytest.param(
+        {**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://app.example.com/a\x7f.json"},
+        {"E004"},
+        id="E004-control-character",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_AUTHORIZE_URL": "https://bitbucket.org/site/\x9baddons/authorize"},
+        {"E001"},
+        id="E001-control-character",
+    ),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": UNSET}, {"E007"}, id="E007-unset"),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": ""}, {"E007"}, id="E007-empty"),
     pytest.param(
@@ -136,6 +185,20 @@ CASES: list[Any] = [
         {"BITBUCKET_INSTALL_BASE_URL": "app.example.com"},
         {"E007", "E006"},
         id="E007-relative-with-default-redirect",
+    ),
+    pytest.param(
+        {
+            "BITBUCKET_INSTALL_BASE_URL": "https://exa\x00mple.com",
+            "BITBUCKET_INSTALL_REDIRECT_URI": "https://app.example.com/bitbucket/callback/",
+        },
+        {"E007"},
+        id="E007-nul-in-host",
+    ),
+    pytest.param(
+        # The default redirect URI is built on the base URL, so it carries the NUL too.
+        {"BITBUCKET_INSTALL_BASE_URL": "https://exa\x00mple.com"},
+        {"E007", "E006"},
+        id="E007-nul-in-host-with-default-redirect",
     ),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": "http://app.example.com"}, {"E008"}, id="E008"),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": "http://localhost:8000"}, {"W002"}, id="W002"),
@@ -159,6 +222,9 @@ CASES: list[Any] = [
     pytest.param({"BITBUCKET_INSTALL_FLOW_MAX_AGE": True}, {"E011"}, id="E011-FLOW_MAX_AGE-bool"),
     pytest.param({"BITBUCKET_INSTALL_CONFIRM_WINDOW": 1.5}, {"E011"}, id="E011-CONFIRM-float"),
     pytest.param({"BITBUCKET_INSTALL_CONFIRM_WINDOW": None}, {"E011"}, id="E011-CONFIRM-None"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_CONFIRM_WINDOW": 10**18}, {"E011"}, id="E011-CONFIRM-too-large"
+    ),
     pytest.param(
         {**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR": GOOD_DESCRIPTOR}, {"E012"}, id="E012"
     ),
@@ -227,6 +293,18 @@ CASES: list[Any] = [
         {"E013", "E015"},
         id="E015-not-a-dict",
     ),
+    pytest.param({"BITBUCKET_INSTALL_SUCCESS_URL": "welcome"}, {"E016"}, id="E016-success"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FAILURE_URL": "bitbucket_install:nowhere"},
+        {"E016"},
+        id="E016-failure-unknown-name",
+    ),
+    pytest.param(
+        # A URL name that exists but needs arguments cannot be reversed bare either.
+        {"BITBUCKET_INSTALL_FAILURE_URL": "admin:app_list"},
+        {"E016"},
+        id="E016-failure-name-needs-arguments",
+    ),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": True}, {"W003"}, id="W003-debug"),
     pytest.param(
         {"BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": False}, {"W003"}, id="W003-no-debug"
@@ -260,7 +338,7 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 16)} | {"W001", "W002", "W003", "W004"}
+    expected = {f"E{n:03}" for n in range(1, 17)} | {"W001", "W002", "W003", "W004"}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -271,6 +349,69 @@ def test_each_duration_setting_is_checked() -> None:
         assert [str(m.id) for m in found] == ["bitbucket_install.E011"]
         assert f"BITBUCKET_INSTALL_{name}" in found[0].msg
         assert "'soon'" in found[0].msg
+
+
+def test_each_duration_setting_is_bounded() -> None:
+    # One year: a value past it once passed the checks, then overflowed
+    # timedelta(seconds=...) in the callback view (a 500).
+    assert checks.MAX_DURATION == 31_536_000
+    for name in checks.DURATION_SETTINGS:
+        setting = f"BITBUCKET_INSTALL_{name}"
+        assert messages(**{setting: 0}) == []
+        assert messages(**{setting: checks.MAX_DURATION}) == []
+        for value in (checks.MAX_DURATION + 1, 10**18, 10**400):
+            found = messages(**{setting: value})
+            assert [str(m.id) for m in found] == ["bitbucket_install.E011"]
+            assert setting in found[0].msg
+            assert repr(value) in found[0].msg
+            assert found[0].hint == (
+                "Give an int from 0 to 31536000, or remove the setting to use the default."
+            )
+
+
+def test_redirect_target_messages_name_the_setting() -> None:
+    for name in checks.REDIRECT_SETTINGS:
+        setting = f"BITBUCKET_INSTALL_{name}"
+        (message,) = messages(**{setting: "no-such-page"})
+        assert str(message.id) == "bitbucket_install.E016"
+        assert message.msg.startswith(f"{setting} 'no-such-page' ")
+        assert "URL pattern" in str(message.hint)
+        assert messages(**{setting: "/no-such-page/"}) == []
+
+
+@pytest.mark.parametrize(
+    "control", ["\x00", "\t", "\x1f", "\x7f", "\x85", "\x9f", "\u2028"], ids=ascii
+)
+def test_base_url_with_control_characters_is_refused(control: str) -> None:
+    found = messages(
+        BITBUCKET_INSTALL_BASE_URL=f"https://exa{control}mple.com",
+        BITBUCKET_INSTALL_REDIRECT_URI="https://example.com/bitbucket/callback/",
+    )
+    assert [str(m.id) for m in found] == ["bitbucket_install.E007"]
+    assert "control characters" in str(found[0].hint)
+    # The escaped value is shown, never the raw character.
+    assert control not in found[0].msg
+    assert repr(f"https://exa{control}mple.com") in found[0].msg
+    assert (
+        messages(
+            BITBUCKET_INSTALL_BASE_URL="https://example.com",
+            BITBUCKET_INSTALL_REDIRECT_URI="https://example.com/bitbucket/callback/",
+        )
+        == []
+    )
+
+
+def test_every_url_setting_hint_mentions_control_characters() -> None:
+    for overrides in (
+        {"BITBUCKET_INSTALL_AUTHORIZE_URL": "https://x\x00/"},
+        {**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://x\x00/a.json"},
+        {"BITBUCKET_INSTALL_REDIRECT_URI": "https://app.example.com/\x00/"},
+        {"BITBUCKET_INSTALL_BASE_URL": "https://x\x00", "BITBUCKET_INSTALL_REDIRECT_URI": UNSET},
+    ):
+        found = messages(**overrides)
+        assert found
+        for message in found:
+            assert "control characters" in str(message.hint), message
 
 
 def test_simulator_warning_says_whether_it_runs() -> None:
@@ -309,6 +450,18 @@ def test_call_command_check_fails_naming_the_id() -> None:
     text = str(caught.value)
     assert "bitbucket_install.E010" in text
     assert "HINT:" in text
+
+
+# Django's own model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
+def test_call_command_check_reports_an_unreversible_redirect_target() -> None:
+    with (
+        override_settings(BITBUCKET_INSTALL_FAILURE_URL="oops"),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "bitbucket_install.E016" in str(caught.value)
+    assert "BITBUCKET_INSTALL_FAILURE_URL" in str(caught.value)
 
 
 # Django's own model checks ask the database whether it supports JSONField.
