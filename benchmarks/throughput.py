@@ -7,8 +7,11 @@ carrying a new clientKey and a JWT signed with the app-level secret over that ve
 request. The callback verifies it, creates and connects the installation, consumes the
 flow, sends ``installed`` (the example project's receiver adds a message), stores the
 result and answers 303 to the result page. The baseline's requests (``prepare_baseline``)
-carry a new clientKey each; its view creates the row and answers 303. Users and sessions
-are written to the database beforehand, so the timed part is only the requests.
+carry a new clientKey each; its view creates the row and answers 303. The bound baseline's
+requests (``prepare_bound``) are the baseline's in sessions like ours (a logged-in user of
+their own each, the same flow in the session, unused): its view creates the row connected
+to that user, writes the session and answers 303. Users and sessions are written to the
+database beforehand, so the timed part is only the requests.
 
 The load generator (``python -m benchmarks.throughput URL CALLS_JSON CONCURRENCY``) runs
 in a process of its own: CONCURRENCY threads, each sending the next call with http.client
@@ -35,6 +38,7 @@ from urllib.parse import urlencode, urlsplit
 
 CALLBACK_PATH = "/bitbucket/callback/"
 BASELINE_PATH = "/baseline/callback/"
+BOUND_PATH = "/baseline/bound/"
 RESULT_PATH = "/bitbucket/result/"
 TOKEN_LIFETIME = 540  # seconds; within the app's JWT_MAX_AGE (600)
 
@@ -150,6 +154,19 @@ def prepare_baseline(count: int) -> list[Call]:
             location="/",
         )
         for _ in range(count)
+    ]
+
+
+def prepare_bound(count: int) -> list[Call]:
+    """``count`` requests to the hand-written view bound to the user, in sessions like ours."""
+    return [
+        Call(
+            path=f"{BOUND_PATH}?{urlencode({'clientKey': new_client_key()})}",
+            cookie=f"sessionid={session_key}",
+            status=303,
+            location="/",
+        )
+        for session_key in _sessions(count)
     ]
 
 

@@ -1,4 +1,4 @@
-"""The example project's URLs plus the hand-written view at ``/baseline/callback/``."""
+"""The example project's URLs plus the hand-written views under ``/baseline/``."""
 
 from __future__ import annotations
 
@@ -9,5 +9,6 @@ from example_project.urls import urlpatterns as example_urlpatterns
 
 urlpatterns = [
     path("baseline/callback/", views.callback, name="baseline-callback"),
+    path("baseline/bound/", views.bound_callback, name="baseline-bound"),
     *example_urlpatterns,
 ]
