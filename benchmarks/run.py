@@ -192,39 +192,31 @@ def figure_throughput(base_url: str, sizes: Sizes, workers: int, workdir: Path) 
     )
     # Every request must be a success for the figures to count.
     invalid = f"unexpected answers {problems}" if problems else ""
+
+    def compared(label: str, ours: str, baseline: str, target: float | None, why: str) -> Figure:
+        return Figure(
+            label,
+            median[ours],
+            median[baseline],
+            "req/s",
+            target,
+            higher_is_better=True,
+            note=why,
+            invalid=invalid,
+            paired_ratio=paired(ours, baseline),
+        )
+
     return [
-        Figure(
-            "1 callback vs update_or_create view",
-            median["ours"],
-            median["baseline"],
-            "req/s",
-            0.7,
-            higher_is_better=True,
-            note=note,
-            invalid=invalid,
-            paired_ratio=paired("ours", "baseline"),
+        compared("1 callback vs update_or_create view", "ours", "baseline", 0.7, note),
+        compared(
+            "1b callback vs that view bound to the user", "ours", "bound", BOUND_TARGET, note
         ),
-        Figure(
-            "1b callback vs that view bound to the user",
-            median["ours"],
-            median["bound"],
-            "req/s",
-            BOUND_TARGET,
-            higher_is_better=True,
-            note=note,
-            invalid=invalid,
-            paired_ratio=paired("ours", "bound"),
-        ),
-        Figure(
+        compared(
             "1c bound view vs update_or_create view",
-            median["bound"],
-            median["baseline"],
-            "req/s",
+            "bound",
+            "baseline",
             None,
-            higher_is_better=True,
-            note="what Django's session and user cost alone",
-            invalid=invalid,
-            paired_ratio=paired("bound", "baseline"),
+            "what Django's session and user cost alone",
         ),
     ]
 

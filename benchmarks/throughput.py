@@ -144,30 +144,27 @@ def prepare_returns(count: int, shared_secret: str) -> list[Call]:
     return calls
 
 
-def prepare_baseline(count: int) -> list[Call]:
-    """``count`` requests to the hand-written view, each with a new clientKey."""
+def _upserts(path: str, cookies: list[str]) -> list[Call]:
+    """A request to a hand-written view at ``path`` per cookie, each with a new clientKey."""
     return [
         Call(
-            path=f"{BASELINE_PATH}?{urlencode({'clientKey': new_client_key()})}",
-            cookie="",
+            path=f"{path}?{urlencode({'clientKey': new_client_key()})}",
+            cookie=cookie,
             status=303,
             location="/",
         )
-        for _ in range(count)
+        for cookie in cookies
     ]
+
+
+def prepare_baseline(count: int) -> list[Call]:
+    """``count`` requests to the hand-written view, without a session."""
+    return _upserts(BASELINE_PATH, [""] * count)
 
 
 def prepare_bound(count: int) -> list[Call]:
     """``count`` requests to the hand-written view bound to the user, in sessions like ours."""
-    return [
-        Call(
-            path=f"{BOUND_PATH}?{urlencode({'clientKey': new_client_key()})}",
-            cookie=f"sessionid={session_key}",
-            status=303,
-            location="/",
-        )
-        for session_key in _sessions(count)
-    ]
+    return _upserts(BOUND_PATH, [f"sessionid={key}" for key in _sessions(count)])
 
 
 def drive(base_url: str, calls: list[Call], concurrency: int) -> Result:
