@@ -10,7 +10,7 @@ JSON object: the median seconds of each operation, over rotating targets that ex
 - ``search_principal``: the admin searched by a principal's name, in lower case (the
   search is case-insensitive; one result).
 - ``callback_lookup``: the callback's read of the installation, under its row lock, in a
-  transaction (``CallbackView.locked``), for a clientKey that exists. The transaction is
+  transaction (``Installation.objects.locked``), for a clientKey that exists. The transaction is
   rolled back: a commit would add the disk's flush time, which has nothing to do with
   the table's size.
 
@@ -53,7 +53,7 @@ def measure(rows: int) -> dict[str, float]:
     from django.urls import reverse
 
     from benchmarks import database
-    from bitbucket_install.views import CallbackView
+    from bitbucket_install.models import Installation
 
     admin, _ = User.objects.get_or_create(
         username="bench-admin", defaults={"is_staff": True, "is_superuser": True}
@@ -83,7 +83,7 @@ def measure(rows: int) -> dict[str, float]:
     def lookup(index: int) -> None:
         key = database.client_key(numbers[index])
         with transaction.atomic():
-            found = CallbackView.locked(key)
+            found = Installation.objects.locked(key)
             transaction.set_rollback(True)
         if found is None:
             raise RuntimeError(f"no installation {key}")

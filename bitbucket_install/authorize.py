@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
 
 from bitbucket_install.exceptions import InstallLinkError
+from bitbucket_install.identifiers import ADDON_KEY_PATTERN, DEFAULT_PORTS, origin
 
-# Atlassian's rule for a descriptor key.
-ADDON_KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-DEFAULT_PORTS = {"http": 80, "https": 443}
+__all__ = ["ADDON_KEY_PATTERN", "InstallLink", "Problem", "is_loopback", "is_under"]
+
 # Whitespace, or a control character (Unicode category Cc: C0, DEL and C1, NUL included).
 BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
@@ -37,9 +37,11 @@ class InstallLink:
     descriptor_uri: str | None = None
     redirect_uri: str | None = None
     base_url: str | None = None
+    # Where the authorize page may be (production: Bitbucket's origins); None: anywhere.
+    authorize_origins: frozenset[str] | None = None
 
     def problems(self) -> list[Problem]:
-        found = _check_authorize_url(self.authorize_url)
+        found = _check_authorize_url(self.authorize_url, self.authorize_origins)
         found += _check_app_identity(self.addon_key, self.descriptor_uri)
         if self.redirect_uri is not None:
             found += _check_redirect_uri(self.redirect_uri, self.base_url)
@@ -108,7 +110,7 @@ def _check_https(parts: SplitResult, rule: str, what: str) -> list[Problem]:
     return [Problem(rule, f"{what} must use HTTPS.", f"Change {what} to an https:// URL.")]
 
 
-def _check_authorize_url(url: str) -> list[Problem]:
+def _check_authorize_url(url: str, allowed_origins: frozenset[str] | None) -> list[Problem]:
     # A fragment would swallow the query that ``url()`` appends.
     if _split(url) is None or "#" in url:
         return [
@@ -117,6 +119,17 @@ def _check_authorize_url(url: str) -> list[Problem]:
                 f"The authorize URL {url!r} is not an absolute http(s) URL without a fragment.",
                 "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset to use Bitbucket's, or give an "
                 "http(s) URL without a fragment, whitespace or control characters.",
+            )
+        ]
+    if allowed_origins is not None and origin(url) not in allowed_origins:
+        allowed = ", ".join(sorted(allowed_origins)) or "none"
+        return [
+            Problem(
+                "authorize_url_bitbucket",
+                f"The authorize URL {url!r} is not on one of the Bitbucket origins "
+                f"({allowed}), and DEBUG is off: the button would send users there.",
+                "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset in production. Test doubles and "
+                "the simulator need DEBUG on.",
             )
         ]
     return []

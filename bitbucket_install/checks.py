@@ -11,7 +11,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.shortcuts import resolve_url
 from django.urls import NoReverseMatch
 
-from bitbucket_install.authorize import ADDON_KEY_PATTERN, InstallLink
+from bitbucket_install.authorize import ADDON_KEY_PATTERN
 from bitbucket_install.conf import app_settings
 from bitbucket_install.descriptor import APP_OWNED_KEYS
 
@@ -29,6 +29,7 @@ RULE_IDS = {
     "redirect_uri_under_base_url": "E010",
     "descriptor_uri_https_loopback_http": "W001",
     "base_url_https_loopback_http": "W002",
+    "authorize_url_bitbucket": "E018",
 }
 DURATION_SETTINGS = ("JWT_LEEWAY", "JWT_MAX_AGE", "FLOW_MAX_AGE", "CONFIRM_WINDOW")
 # The longest duration accepted: one year. Far beyond any sane window, and far inside
@@ -56,13 +57,7 @@ def check_install_link(
                 "Set it to the descriptor's baseUrl, e.g. https://app.example.com.",
             )
         ]
-    link = InstallLink(
-        authorize_url=app_settings.AUTHORIZE_URL,
-        addon_key=app_settings.ADDON_KEY,
-        descriptor_uri=app_settings.DESCRIPTOR_URI,
-        redirect_uri=app_settings.REDIRECT_URI,
-        base_url=app_settings.BASE_URL,
-    )
+    link = app_settings.install_link()
     return [_message(RULE_IDS[p.rule], p.message, p.hint) for p in link.problems()]
 
 

@@ -7,13 +7,26 @@ environment (django-environ); this app never does.
 from __future__ import annotations
 
 import copy
-from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from typing import Any, TypeGuard
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
 from django.urls import reverse
 
+from bitbucket_install.authorize import InstallLink
+from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH, origin
+
 DEFAULT_AUTHORIZE_URL = "https://bitbucket.org/site/addons/authorize"
+DEFAULT_BITBUCKET_ORIGINS = ("https://bitbucket.org", "https://api.bitbucket.org")
+# (smallest, largest, default) seconds of each duration setting: what the protocol needs
+# and no more. A larger value would only weaken verification (a year of leeway accepts a
+# token that expired months ago), so it is clamped here as well as reported by the checks.
+DURATIONS = {
+    "JWT_LEEWAY": (0, 5 * 60, 30),
+    "JWT_MAX_AGE": (1, 60 * 60, 600),
+    "CONFIRM_WINDOW": (1, 60 * 60, 120),
+    "FLOW_MAX_AGE": (1, 24 * 60 * 60, 900),
+}
 DEFAULT_DESCRIPTOR: dict[str, Any] = {
     "scopes": ["account"],
     "contexts": ["account"],
@@ -39,9 +52,24 @@ def _split(url: str) -> SplitResult:
         return urlsplit("")
 
 
-def _seconds(name: str, default: int) -> int:
+def is_duration(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(name: str) -> int:
+    smallest, largest, default = DURATIONS[name]
     value = _get(name, default)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+    return min(max(value, smallest), largest) if is_duration(value) else default
+
+
+def is_strong_app_secret(value: object) -> bool:
+    return isinstance(value, str) and len(value.strip()) >= MIN_APP_SECRET_LENGTH
+
+
+def with_path_segment(url: str, segment: str) -> str:
+    """``url`` with ``segment`` added as the last segment of its path (trailing slash kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{segment}/"))
 
 
 class Settings:
@@ -73,27 +101,51 @@ class Settings:
 
     @property
     def SHARED_SECRET(self) -> str | None:
-        return _text("SHARED_SECRET")
+        """The app-level secret, or None. It verifies returns for every clientKey, so a weak
+        one (system check E017) is never used."""
+        value = _get("SHARED_SECRET")
+        return value if is_strong_app_secret(value) else None
 
     @property
     def AUTHORIZE_URL(self) -> str:
-        return _text("AUTHORIZE_URL") or DEFAULT_AUTHORIZE_URL
+        explicit = _text("AUTHORIZE_URL")
+        if explicit is not None:
+            return explicit
+        if self.SIMULATOR and self.BASE_URL is not None:
+            return self.absolute_url(reverse("bitbucket_install:simulator"))
+        return DEFAULT_AUTHORIZE_URL
+
+    @property
+    def TRUST_UNSIGNED_RETURNS(self) -> bool:
+        return _get("TRUST_UNSIGNED_RETURNS") is True
+
+    @property
+    def BITBUCKET_ORIGINS(self) -> frozenset[str]:
+        """The origins an installation's Bitbucket URLs may have (and tokens may go to);
+        with the simulator on, the site's own origin, where the simulator runs, too."""
+        configured = _get("BITBUCKET_ORIGINS", DEFAULT_BITBUCKET_ORIGINS)
+        if isinstance(configured, str) or not isinstance(configured, list | tuple):
+            configured = ()  # system check E019 reports it
+        origins = {origin(item) for item in configured if isinstance(item, str)}
+        if self.SIMULATOR and self.BASE_URL is not None:
+            origins.add(origin(self.BASE_URL))
+        return frozenset(item for item in origins if item is not None)
 
     @property
     def JWT_LEEWAY(self) -> int:
-        return _seconds("JWT_LEEWAY", 30)
+        return _seconds("JWT_LEEWAY")
 
     @property
     def JWT_MAX_AGE(self) -> int:
-        return _seconds("JWT_MAX_AGE", 600)
+        return _seconds("JWT_MAX_AGE")
 
     @property
     def FLOW_MAX_AGE(self) -> int:
-        return _seconds("FLOW_MAX_AGE", 900)
+        return _seconds("FLOW_MAX_AGE")
 
     @property
     def CONFIRM_WINDOW(self) -> int:
-        return _seconds("CONFIRM_WINDOW", 120)
+        return _seconds("CONFIRM_WINDOW")
 
     @property
     def SUCCESS_URL(self) -> str | None:
@@ -124,7 +176,22 @@ class Settings:
 
     @property
     def SIMULATOR(self) -> bool:
-        return bool(_get("SIMULATOR", False)) and bool(django_settings.DEBUG)
+        # Only True turns it on: the strings "off", "False" or "0" from an environment
+        # variable are truthy, and must not switch a development tool on.
+        return _get("SIMULATOR") is True and bool(django_settings.DEBUG)
+
+    def install_link(self, redirect_uri: str | None = None) -> InstallLink:
+        """The install link these settings describe (the one place it is built), with
+        ``redirect_uri`` instead of the configured one if given. Without ``DEBUG`` the
+        authorize page must be on one of the Bitbucket origins."""
+        return InstallLink(
+            authorize_url=self.AUTHORIZE_URL,
+            addon_key=self.ADDON_KEY,
+            descriptor_uri=self.DESCRIPTOR_URI,
+            redirect_uri=self.REDIRECT_URI if redirect_uri is None else redirect_uri,
+            base_url=self.BASE_URL,
+            authorize_origins=None if django_settings.DEBUG else self.BITBUCKET_ORIGINS,
+        )
 
     def absolute_url(self, path: str) -> str:
         """``path`` (as ``reverse`` gives it) on the scheme and host of the base URL."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from bitbucket_install.conf import app_settings
 from bitbucket_install.exceptions import PayloadError
-from bitbucket_install.models import Installation
+from bitbucket_install.models import Installation, atomic_retrying_lost_insert
 from bitbucket_install.payloads import LifecyclePayload, parse_lifecycle
 from bitbucket_install.signals import send_on_commit, uninstalled
 from bitbucket_install.tokens import TokenError
@@ -43,16 +43,7 @@ class LifecycleView(View):
             if payload.key and expected_key and payload.key != expected_key:
                 raise PayloadError("payload_key")
             token = token_from_header(request)
-            try:
-                with transaction.atomic():
-                    self.record(request, payload, token)
-            except IntegrityError:
-                # A concurrent first install inserted the row first: start again in a new
-                # transaction, which finds that row. (On MariaDB/MySQL the losing insert
-                # keeps a shared lock on the row until its transaction ends; asking for the
-                # row lock in that same transaction deadlocks with other waiting callbacks.)
-                with transaction.atomic():
-                    self.record(request, payload, token)
+            atomic_retrying_lost_insert(lambda: self.record(request, payload, token))
         except PayloadError as error:
             return self.refuse(400, error.reason, client_key)
         except TokenError as error:
@@ -75,13 +66,6 @@ class LifecycleView(View):
     def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
         raise NotImplementedError
 
-    @staticmethod
-    def locked(client_key: str) -> Installation | None:
-        installation: Installation | None = (
-            Installation.objects.select_for_update().filter(client_key=client_key).first()
-        )
-        return installation
-
 
 def _fields(payload: LifecyclePayload) -> dict[str, object]:
     return {
@@ -99,7 +83,6 @@ def _fields(payload: LifecyclePayload) -> dict[str, object]:
         "uninstalled_at": None,
         # Each install is confirmed by its own return trip.
         "confirmed_at": None,
-        "confirmed_flow": "",
     }
 
 
@@ -107,7 +90,7 @@ class InstalledView(LifecycleView):
     event_type = "installed"
 
     def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
-        installation = self.locked(payload.client_key)
+        installation = Installation.objects.locked(payload.client_key)
         if installation is None:
             # IntegrityError if a concurrent first install won the insert (see ``post``).
             Installation.objects.create(client_key=payload.client_key, **_fields(payload))
@@ -126,7 +109,7 @@ class InstalledView(LifecycleView):
             # the first callback and, as protocol.md says, trusted on first use. It is
             # the callback of the install that return confirmed: keep the confirmation
             # (else a reload of the return would confirm and signal it a second time).
-            del fields["confirmed_at"], fields["confirmed_flow"]
+            del fields["confirmed_at"]
         for name, value in fields.items():
             setattr(installation, name, value)
         installation.save()
@@ -136,7 +119,7 @@ class UninstalledView(LifecycleView):
     event_type = "uninstalled"
 
     def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
-        installation = self.locked(payload.client_key)
+        installation = Installation.objects.locked(payload.client_key)
         if installation is None or not installation.shared_secret:
             raise TokenError("unknown_installation")
         if token is None:

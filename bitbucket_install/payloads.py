@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from bitbucket_install.authorize import ADDON_KEY_PATTERN
 from bitbucket_install.exceptions import PayloadError
-from bitbucket_install.tokens import is_valid_client_key
+from bitbucket_install.identifiers import ADDON_KEY_PATTERN, SECRET_PATTERN, is_valid_client_key
 
 __all__ = ["LifecyclePayload", "PayloadError", "parse_lifecycle"]
 
@@ -23,7 +22,6 @@ MAX_ACCOUNT_JSON_BYTES = 8 * 1024
 # Bitbucket's accounts are a level or two deep. A deeper one (json.loads takes ~1400
 # levels) would overflow the stack when the ORM encodes it again, deeper in the call stack.
 MAX_ACCOUNT_DEPTH = 16
-SECRET_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 # JSON's "\ud800" escapes decode to lone surrogates, which no database driver can encode.
 SURROGATES = re.compile("[\ud800-\udfff]")

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +21,14 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 
 from bitbucket_install.exceptions import TokenError
+from bitbucket_install.identifiers import CLIENT_KEY_PATTERN, is_valid_client_key
 
 __all__ = [
+    "CLIENT_KEY_PATTERN",
     "TokenError",
     "canonical_request",
     "encode_token",
+    "is_valid_client_key",
     "query_string_hash",
     "read_unverified",
     "verify_token",
@@ -35,9 +37,6 @@ __all__ = [
 ALGORITHM = "HS256"
 CONTEXT_QSH = "context-qsh"
 MAX_TOKEN_LENGTH = 8192
-# clientKeys are "ari:cloud:bitbucket::app/{uuid}/{key}" or "connection:{id}"; anything
-# else (control characters, spaces, markup, absurd lengths) is refused before a lookup.
-CLIENT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:/{}._@+=-]{0,254}")
 
 
 class _ConnectHMAC(HMACAlgorithm):
@@ -146,10 +145,6 @@ class UnverifiedToken:
         return issuer
 
 
-def is_valid_client_key(value: str) -> bool:
-    return CLIENT_KEY_PATTERN.fullmatch(value) is not None
-
-
 def read_unverified(token: str) -> UnverifiedToken:
     """Parse a token without trusting it; any malformation is one ``TokenError``."""
     _check_length(token)
@@ -192,6 +187,10 @@ def _signed(token: str, secret: str) -> UnverifiedToken:
     _check_length(token)
     try:
         decoded = _jws.decode_complete(token, key=secret.encode(), algorithms=[ALGORITHM])
+    except jwt.InvalidKeyError as error:
+        # A secret PyJWT refuses as an HMAC key (shaped like a public key) verifies nothing.
+        read_unverified(token)
+        raise TokenError("secret_unusable") from error
     except jwt.InvalidTokenError as error:
         read_unverified(token)  # raises token_malformed or token_algorithm if that is why
         raise TokenError("token_signature") from error

@@ -23,7 +23,6 @@ from django.utils.translation import gettext_lazy as _
 from django.views import View
 
 from bitbucket_install import flow as flows
-from bitbucket_install.authorize import InstallLink
 from bitbucket_install.conf import app_settings
 from bitbucket_install.flow import Flow
 from bitbucket_install.models import Installation
@@ -67,13 +66,7 @@ MAX_DESCRIPTION_LENGTH = 300
 
 def authorize_url() -> str:
     """The Bitbucket authorize URL from settings (``InstallLinkError`` if misconfigured)."""
-    return InstallLink(
-        authorize_url=app_settings.AUTHORIZE_URL,
-        addon_key=app_settings.ADDON_KEY,
-        descriptor_uri=app_settings.DESCRIPTOR_URI,
-        redirect_uri=app_settings.REDIRECT_URI,
-        base_url=app_settings.BASE_URL,
-    ).url()
+    return app_settings.install_link().url()
 
 
 def _protect(response: HttpResponse, referrer_policy: str = "no-referrer") -> HttpResponse:
@@ -329,7 +322,7 @@ class CallbackView(View):
         under its row lock. ``Rejected`` rolls it back whole, and so does IntegrityError
         if a concurrent return inserted the row first."""
         with transaction.atomic():
-            installation = self.locked(client_key)
+            installation = Installation.objects.locked(client_key)
             if token is not None:
                 self.flow = self.verify_token(request, client_key, token, installation, pending)
             else:
@@ -351,19 +344,6 @@ class CallbackView(View):
                     created=created,
                 )
         return installation, created, should_signal
-
-    @staticmethod
-    def locked(client_key: str) -> Installation | None:
-        """The installation of ``client_key``, locked until the transaction ends."""
-        # get() rather than first(): client_key is unique, so no ORDER BY is needed, and
-        # building that ordering cost a fifth of this lookup's CPU time (issue 7).
-        try:
-            installation: Installation = Installation.objects.select_for_update().get(
-                client_key=client_key
-            )
-        except Installation.DoesNotExist:
-            return None
-        return installation
 
     def record(self, request: HttpRequest, installation: Installation) -> bool:
         """Confirm ``installation`` under its row lock; True when this return did it."""

@@ -29,7 +29,8 @@ from tests.lifecycle_helpers import lifecycle_body, post_lifecycle
 CALLBACK_PATH = "/bitbucket/callback/"
 START_PATH = "/bitbucket/install/"
 RESULT_PATH = "/bitbucket/result/"
-APP_SECRET = "app-level-shared-secret"  # BITBUCKET_INSTALL_SHARED_SECRET of tests/settings.py
+# BITBUCKET_INSTALL_SHARED_SECRET of tests/settings.py
+APP_SECRET = "app-level-shared-secret-for-the-test-suite"
 INSTALL_SECRET = "installation-shared-secret-42"
 DESCRIPTOR_URI = "https://app.example.com/bitbucket/atlassian-connect.json"
 KEY_A = "ari:cloud:bitbucket::app/{5a1b2c3d-aaaa-4e5f-8a9b-0c1d2e3f4a5b}/example-app"

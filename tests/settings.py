@@ -59,7 +59,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 BITBUCKET_INSTALL_ADDON_KEY = "example-app"
 BITBUCKET_INSTALL_BASE_URL = "https://app.example.com"
-BITBUCKET_INSTALL_SHARED_SECRET = "app-level-shared-secret"
+BITBUCKET_INSTALL_SHARED_SECRET = "app-level-shared-secret-for-the-test-suite"
 BITBUCKET_INSTALL_DESCRIPTOR = {
     "name": "Example app",
     "description": "An app used by the test suite.",

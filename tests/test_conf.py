@@ -40,7 +40,7 @@ def script_prefix() -> Iterator[None]:
 def test_values_from_the_test_settings() -> None:
     assert app_settings.ADDON_KEY == "example-app"
     assert app_settings.BASE_URL == "https://app.example.com"
-    assert app_settings.SHARED_SECRET == "app-level-shared-secret"
+    assert app_settings.SHARED_SECRET == "app-level-shared-secret-for-the-test-suite"
     assert app_settings.DESCRIPTOR_URI is None
 
 

@@ -22,8 +22,8 @@ from django.urls import get_script_prefix, set_script_prefix
 from django.utils import timezone
 
 from bitbucket_install import signals
-from bitbucket_install.lifecycle import InstalledView, LifecycleView
-from bitbucket_install.models import Installation
+from bitbucket_install.lifecycle import LifecycleView
+from bitbucket_install.models import Installation, InstallationQuerySet
 from bitbucket_install.payloads import LifecyclePayload
 from bitbucket_install.tokens import CONTEXT_QSH, encode_token, query_string_hash
 from tests.conftest import SignalRecorder
@@ -826,10 +826,10 @@ def test_database_error_on_uninstall_gives_503(
 def test_database_error_on_lookup_gives_503(
     client: Client, sent_signals: SignalRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing_lookup(client_key: str) -> None:
+    def failing_lookup(queryset: InstallationQuerySet, client_key: str) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(LifecycleView, "locked", staticmethod(failing_lookup))
+    monkeypatch.setattr(InstallationQuerySet, "locked", failing_lookup)
     response = post_lifecycle(client, "installed", lifecycle_body())
     assert response.status_code == 503
     assert installation_rows() == []
@@ -839,14 +839,14 @@ def test_database_error_on_lookup_gives_503(
 @pytest.fixture
 def lost_race(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first lookup misses the row a concurrent first install has just committed."""
-    real_locked = InstalledView.locked
+    real_locked = InstallationQuerySet.locked
     calls: list[str] = []
 
-    def locked(client_key: str) -> Installation | None:
+    def locked(queryset: InstallationQuerySet, client_key: str) -> Installation | None:
         calls.append(client_key)
-        return None if len(calls) == 1 else real_locked(client_key)
+        return None if len(calls) == 1 else real_locked(queryset, client_key)
 
-    monkeypatch.setattr(InstalledView, "locked", staticmethod(locked))
+    monkeypatch.setattr(InstallationQuerySet, "locked", locked)
 
 
 def test_lost_race_with_the_same_install_answers_204(
