@@ -1,15 +1,20 @@
 """The browser flow: what the ``start`` view stashes in the session for the return trip.
 
 A flow is single-use and short-lived, and belongs to the session and user that started
-it (trust rule 2). Protocol has no ``state`` parameter, so this is the app's own binding.
+it (trust rule 2). The protocol has no ``state`` parameter, so the app carries the flow's
+unguessable id in the ``redirect_uri`` itself, as its last path segment: Bitbucket sends
+the browser back to exactly that URL, and only a return that names a live flow of this
+browser can use that flow up or bind its user. The session keeps the flows; the database
+keeps which flow confirmed which installation (``Installation.confirmed_flow``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from django.http import HttpRequest
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -17,8 +22,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from bitbucket_install.conf import app_settings
 
 SESSION_KEY = "bitbucket_install_flows"
-CONFIRMED_SESSION_KEY = "bitbucket_install_confirmed"
+# Hashes of the flows this browser used up, so that reloading a finished return answers
+# the same again (and only in this browser).
+USED_SESSION_KEY = "bitbucket_install_used_flows"
 MAX_FLOWS_PER_SESSION = 5
+FLOW_ID_BYTES = 24
+# What a flow id may look like in a URL; anything else is no flow of ours.
+MAX_FLOW_ID_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -28,8 +38,21 @@ class Flow:
     next: str
     started_at: float
 
+    @property
+    def hash(self) -> str:
+        return flow_hash(self.id)
+
     def belongs_to(self, request: HttpRequest) -> bool:
         return self.user_id == _user_id(request)
+
+    def is_recent(self, window: int) -> bool:
+        """Did this flow begin within the last ``window`` seconds?"""
+        return time.time() - self.started_at <= window
+
+
+def flow_hash(flow_id: str) -> str:
+    """What the database keeps of a flow: never the id itself, which binds a user."""
+    return hashlib.sha256(flow_id.encode()).hexdigest()
 
 
 def _user_id(request: HttpRequest) -> str | None:
@@ -74,7 +97,7 @@ def _well_typed(flow: Flow) -> bool:
         isinstance(flow.id, str)
         and isinstance(flow.next, str)
         and (flow.user_id is None or isinstance(flow.user_id, str))
-        and isinstance(flow.started_at, (int, float))
+        and isinstance(flow.started_at, int | float)
         and not isinstance(flow.started_at, bool)
     )
 
@@ -85,7 +108,7 @@ def _save(request: HttpRequest, flows: list[Flow]) -> None:
 
 def start(request: HttpRequest, next_url: str | None) -> Flow:
     flow = Flow(
-        id=secrets.token_urlsafe(24),
+        id=secrets.token_urlsafe(FLOW_ID_BYTES),
         user_id=_user_id(request),
         next=safe_next(request, next_url),
         started_at=time.time(),
@@ -94,23 +117,25 @@ def start(request: HttpRequest, next_url: str | None) -> Flow:
     return flow
 
 
-def pending(request: HttpRequest) -> list[Flow]:
-    """This browser's live flows of the current user, newest first."""
-    return [flow for flow in reversed(_load(request)) if flow.belongs_to(request)]
+def live(request: HttpRequest, flow_id: str) -> Flow | None:
+    """The live flow ``flow_id`` of this browser and its current user, or None."""
+    if not 0 < len(flow_id) <= MAX_FLOW_ID_LENGTH:
+        return None
+    for flow in _load(request):
+        if hmac.compare_digest(flow.id.encode(), flow_id.encode()):
+            return flow if flow.belongs_to(request) else None
+    return None
 
 
 def finish(request: HttpRequest, flow: Flow) -> None:
     """Use ``flow`` up: it never serves another return trip."""
     _save(request, [kept for kept in _load(request) if kept.id != flow.id])
+    used = request.session.get(USED_SESSION_KEY)
+    used = [value for value in used if isinstance(value, str)] if isinstance(used, list) else []
+    request.session[USED_SESSION_KEY] = [*used, flow.hash][-MAX_FLOWS_PER_SESSION:]
 
 
-def remember_confirmed(request: HttpRequest, client_key: str) -> None:
-    """Note that this browser confirmed ``client_key``, so a repeated return is idempotent."""
-    stored = request.session.get(CONFIRMED_SESSION_KEY)
-    confirmed = [key for key in stored if key != client_key] if isinstance(stored, list) else []
-    request.session[CONFIRMED_SESSION_KEY] = [*confirmed, client_key][-MAX_FLOWS_PER_SESSION:]
-
-
-def has_confirmed(request: HttpRequest, client_key: str) -> bool:
-    confirmed: Any = request.session.get(CONFIRMED_SESSION_KEY, [])
-    return isinstance(confirmed, list) and client_key in confirmed
+def was_used_here(request: HttpRequest, flow_id: str) -> bool:
+    """Did this browser use up the flow ``flow_id``?"""
+    used = request.session.get(USED_SESSION_KEY)
+    return isinstance(used, list) and flow_hash(flow_id) in used

@@ -1,8 +1,13 @@
-"""Helpers to drive the browser's return trip (``/bitbucket/callback/``) in tests.
+"""Helpers to drive the browser's return trip in tests.
 
-- ``signed_query(client_key, secret, ...)``: the query string Bitbucket appends for a
-  registered app, ``jwt`` signed over ``GET /bitbucket/callback/`` and exactly that query.
+A flow started with the button comes back to ``/bitbucket/callback/<flow id>/`` (the
+``redirect_uri`` the start view sent to Bitbucket); a plain return to
+``/bitbucket/callback/``.
+
+- ``signed_query(client_key, secret, ..., path=...)``: the query string Bitbucket appends
+  for a registered app, ``jwt`` signed over ``GET <path>`` and exactly that query.
 - ``start_flow(client, next_url)``: POSTs the install button's form, as a browser does.
+- ``flow_path(client)``: start a flow and give the path Bitbucket will send it back to.
 - ``age_flows(client, seconds)`` / ``flow_ids(client)``: look at and move the flows of a
   test client's session.
 - ``unregistered(settings)``: switch the app to an unregistered one (``descriptor_uri``).
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from django.contrib.auth.models import User
 from django.http.response import HttpResponseBase
@@ -47,6 +52,7 @@ def signed_query(
     signed_for: str | None = None,
     now: float | None = None,
     lifetime: int = 180,
+    path: str = CALLBACK_PATH,
 ) -> str:
     """``<spelling>=<client_key>[&extra]&jwt=<token>`` with the token over that query.
 
@@ -57,7 +63,7 @@ def signed_query(
         {"iss": client_key if iss is None else iss},
         secret,
         method="GET",
-        path=CALLBACK_PATH,
+        path=path,
         query_string=query if signed_for is None else signed_for,
         now=now,
         lifetime=lifetime,
@@ -70,8 +76,8 @@ def token_of(query: str) -> str:
     return query.rsplit("&jwt=", 1)[1]
 
 
-def return_url(query: str) -> str:
-    return CALLBACK_PATH + "?" + query
+def return_url(query: str, path: str = CALLBACK_PATH) -> str:
+    return path + "?" + query
 
 
 def start_flow(client: Client, next_url: str | None = None) -> HttpResponseBase:
@@ -79,6 +85,31 @@ def start_flow(client: Client, next_url: str | None = None) -> HttpResponseBase:
     data = {} if next_url is None else {"next": next_url}
     response: HttpResponseBase = client.post(START_PATH, data)
     assert response.status_code == 303
+    return response
+
+
+def redirect_path(response: HttpResponseBase) -> str:
+    """The path of the ``redirect_uri`` in the start view's redirect to Bitbucket."""
+    [redirect_uri] = parse_qs(urlsplit(response["Location"]).query)["redirect_uri"]
+    return urlsplit(redirect_uri).path
+
+
+def flow_path(client: Client, next_url: str | None = None) -> str:
+    """Start a flow in ``client``'s session; the path its return comes back to."""
+    path = redirect_path(start_flow(client, next_url))
+    assert path == CALLBACK_PATH + flow_ids(client)[-1] + "/"
+    return path
+
+
+def flow_return(
+    client: Client, client_key: str, secret: str | None, path: str, **query: Any
+) -> HttpResponseBase:
+    """GET the return of the flow at ``path``: signed with ``secret`` (None: unsigned)."""
+    if secret is None:
+        url = return_url(urlencode({"clientKey": client_key}), path)
+    else:
+        url = return_url(signed_query(client_key, secret, path=path, **query), path)
+    response: HttpResponseBase = client.get(url)
     return response
 
 
