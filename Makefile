@@ -68,7 +68,7 @@ demo: $(STAMP)
 load: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.load --seconds $(SECONDS) --clients $(CLIENTS)
 
-# The benchmarks of issue 7 (benchmarks/run.py): one line per figure, PASS or FAIL; needs
+# The benchmarks (benchmarks/run.py): one line per figure, PASS or FAIL; needs
 # PostgreSQL (BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432) and creates
 # and drops its own databases. BENCH_ARGS=--quick for a short smoke run.
 BENCH_ARGS ?=

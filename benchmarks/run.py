@@ -1,11 +1,11 @@
-"""The benchmarks of issue 7, side by side in one run: ``make bench`` (or
+"""The benchmarks, side by side in one run: ``make bench`` (or
 ``python -m benchmarks.run``) from the repository root.
 
 It needs PostgreSQL (``BENCH_POSTGRES_URL``, default ``postgres://postgres@127.0.0.1:5432``,
 a user that may create databases) and creates its own databases, dropped and created
 afresh each run and dropped at the end: ``bitbucket_install_bench_*``. It prints the
 machine, then one line per figure: ours, the baseline, the ratio, the target, PASS/FAIL.
-The exit status is 1 if a figure fails.
+The exit status is 1 if a figure with a target fails (or a run gave an unexpected answer).
 
 1. Requests per second of the callback (first returns with a fresh flow each: JWT, flow,
    upsert, signal, redirect) against a hand-written ``update_or_create`` view, all under
@@ -59,8 +59,10 @@ class Sizes:
 
 # Figure 1b: the callback against the hand-written view that does the least binding to a
 # browser and user (trust rule 2) takes with Django. What the app adds on top of that
-# (JWT, qsh, flow checks, signal, log line) may cost a fifth of the throughput at most.
-BOUND_TARGET = 0.8
+# (JWT, qsh, flow checks, signal, log line) may cost a tenth of the throughput at most.
+# Figure 1, against the plain view, measures what Django's session and user cost: shown
+# for information, with no target.
+BOUND_TARGET = 0.9
 
 FULL = Sizes(7, 600, 150, 1_000, 1_000_000, 100, 10_000)
 QUICK = Sizes(2, 100, 30, 1_000, 20_000, 50, 300)
@@ -72,7 +74,7 @@ class Figure:
     ours: float
     baseline: float
     unit: str
-    target: float | None  # None: shown for what it explains, not a target of issue 7
+    target: float | None  # None: shown for what it explains, with no target
     higher_is_better: bool
     note: str = ""
     invalid: str = ""  # why the figure cannot count (answers that were not successes)
@@ -207,7 +209,7 @@ def figure_throughput(base_url: str, sizes: Sizes, workers: int, workdir: Path) 
         )
 
     return [
-        compared("1 callback vs update_or_create view", "ours", "baseline", 0.7, note),
+        compared("1 callback vs update_or_create view", "ours", "baseline", None, note),
         compared(
             "1b callback vs that view bound to the user", "ours", "bound", BOUND_TARGET, note
         ),

@@ -70,10 +70,10 @@ def new_client_key() -> str:
     return f"ari:cloud:bitbucket::app/{{{uuid.uuid4()}}}/bench-app"
 
 
-def _sessions(count: int) -> list[str]:
+def _sessions(count: int) -> list[tuple[str, str]]:
     """``count`` new sessions, each of a new logged-in user with a fresh flow of theirs (as
-    the ``start`` view leaves it); their keys. Needs Django set up with the served site's
-    settings (the same SECRET_KEY and database)."""
+    the ``start`` view leaves it); their keys and flow ids. Needs Django set up with the
+    served site's settings (the same SECRET_KEY and database)."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import User
@@ -98,44 +98,47 @@ def _sessions(count: int) -> list[str]:
     rows = []
     for user in users:
         key = get_random_string(32, "abcdefghijklmnopqrstuvwxyz0123456789")
+        flow_id = secrets.token_urlsafe(24)
         data = {
             SESSION_KEY: str(user.pk),
             BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
             HASH_SESSION_KEY: user.get_session_auth_hash(),
             flows.SESSION_KEY: [
                 {
-                    "id": secrets.token_urlsafe(24),
+                    "id": flow_id,
                     "user_id": str(user.pk),
                     "next": "",
                     "started_at": started_at,
                 }
             ],
         }
-        keys.append(key)
+        keys.append((key, flow_id))
         rows.append(Session(session_key=key, session_data=store.encode(data), expire_date=expires))
     Session.objects.bulk_create(rows, batch_size=1000)
     return keys
 
 
 def prepare_returns(count: int, shared_secret: str) -> list[Call]:
-    """``count`` first returns of ours, each in its own session with a fresh flow."""
+    """``count`` first returns of ours, each in its own session with a fresh flow, to that
+    flow's redirect URI (``callback/<flow id>/``) with a JWT over it."""
     from bitbucket_install.tokens import encode_token
 
     calls = []
-    for session_key in _sessions(count):
+    for session_key, flow_id in _sessions(count):
         client_key = new_client_key()
         query = urlencode({"clientKey": client_key})
+        path = f"{CALLBACK_PATH}{flow_id}/"
         token = encode_token(
             {"iss": client_key},
             shared_secret,
             method="GET",
-            path=CALLBACK_PATH,
+            path=path,
             query_string=query,
             lifetime=TOKEN_LIFETIME,
         )
         calls.append(
             Call(
-                path=f"{CALLBACK_PATH}?{query}&{urlencode({'jwt': token})}",
+                path=f"{path}?{query}&{urlencode({'jwt': token})}",
                 cookie=f"sessionid={session_key}",
                 status=303,
                 location=RESULT_PATH,
@@ -164,7 +167,7 @@ def prepare_baseline(count: int) -> list[Call]:
 
 def prepare_bound(count: int) -> list[Call]:
     """``count`` requests to the hand-written view bound to the user, in sessions like ours."""
-    return _upserts(BOUND_PATH, [f"sessionid={key}" for key in _sessions(count)])
+    return _upserts(BOUND_PATH, [f"sessionid={key}" for key, _ in _sessions(count)])
 
 
 def drive(base_url: str, calls: list[Call], concurrency: int) -> Result:
