@@ -14,7 +14,15 @@ from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
 from bitbucket_install.exceptions import InstallLinkError
 from bitbucket_install.identifiers import ADDON_KEY_PATTERN, DEFAULT_PORTS, origin
 
-__all__ = ["ADDON_KEY_PATTERN", "InstallLink", "Problem", "is_loopback", "is_under"]
+__all__ = [
+    "ADDON_KEY_PATTERN",
+    "InstallLink",
+    "Problem",
+    "host_of",
+    "is_loopback",
+    "is_plain_origin",
+    "is_under",
+]
 
 # Whitespace, or a control character (Unicode category Cc: C0, DEL and C1, NUL included).
 BLANK_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
@@ -43,8 +51,15 @@ class InstallLink:
     def problems(self) -> list[Problem]:
         found = _check_authorize_url(self.authorize_url, self.authorize_origins)
         found += _check_app_identity(self.addon_key, self.descriptor_uri)
+        if self.base_url is None and self.redirect_uri is None:
+            return found
+        # The base URL first: a bad one also spoils the default redirect URI built from it.
+        base = None if self.base_url is None else _split(self.base_url)
+        found += _check_base_url(self.base_url, base)
+        if base is not None and self.descriptor_uri is not None:
+            found += _check_descriptor_host(self.descriptor_uri, base)
         if self.redirect_uri is not None:
-            found += _check_redirect_uri(self.redirect_uri, self.base_url)
+            found += _check_redirect_uri(self.redirect_uri, self.base_url, base)
         return found
 
     def url(self) -> str:
@@ -84,6 +99,27 @@ def _split(url: str) -> SplitResult | None:
     return parts
 
 
+def host_of(url: str) -> str | None:
+    """The (lower-cased) host of an absolute http(s) URL, or None."""
+    parts = _split(url)
+    return None if parts is None else parts.hostname
+
+
+def is_plain_origin(value: object) -> bool:
+    """Is ``value`` an origin as a setting lists one: ``scheme://host[:port]``, http or
+    https, and nothing else (no userinfo, path, query or fragment, not even a bare ``/``)?"""
+    if not isinstance(value, str):
+        return False
+    parts = _split(value)
+    return (
+        parts is not None
+        and "@" not in parts.netloc
+        and not parts.path
+        and "?" not in value
+        and "#" not in value
+    )
+
+
 def is_loopback(parts: SplitResult) -> bool:
     host = parts.hostname or ""
     if host == "localhost":
@@ -121,13 +157,16 @@ def _check_authorize_url(url: str, allowed_origins: frozenset[str] | None) -> li
                 "http(s) URL without a fragment, whitespace or control characters.",
             )
         ]
-    if allowed_origins is not None and origin(url) not in allowed_origins:
+    url_origin = origin(url) or ""
+    if allowed_origins is not None and (
+        not url_origin.startswith("https://") or url_origin not in allowed_origins
+    ):
         allowed = ", ".join(sorted(allowed_origins)) or "none"
         return [
             Problem(
                 "authorize_url_bitbucket",
-                f"The authorize URL {url!r} is not on one of the Bitbucket origins "
-                f"({allowed}), and DEBUG is off: the button would send users there.",
+                f"The authorize URL {url!r} is not an HTTPS URL on one of the Bitbucket "
+                f"origins ({allowed}), and DEBUG is off: the button would send users there.",
                 "Leave BITBUCKET_INSTALL_AUTHORIZE_URL unset in production. Test doubles and "
                 "the simulator need DEBUG on.",
             )
@@ -177,51 +216,72 @@ def _check_app_identity(addon_key: str | None, descriptor_uri: str | None) -> li
     return _check_https(parts, "descriptor_uri_https", "The descriptor URI")
 
 
-def _check_redirect_uri(redirect_uri: str, base_url: str | None) -> list[Problem]:
-    redirect = _split(redirect_uri)
-    base = _split(base_url) if base_url is not None else None
-    # The base URL first: a bad one also spoils the default redirect URI built from it.
-    found: list[Problem] = []
+def _check_base_url(base_url: str | None, base: SplitResult | None) -> list[Problem]:
     if base is None:
-        found.append(
+        return [
             Problem(
                 "base_url_absolute",
                 f"The base URL {base_url!r} is not an absolute URL.",
                 "Set BITBUCKET_INSTALL_BASE_URL to the descriptor's baseUrl: an http(s) URL "
                 "with a host, without whitespace or control characters.",
             )
+        ]
+    return _check_https(base, "base_url_https", "The base URL")
+
+
+def _check_descriptor_host(descriptor_uri: str, base: SplitResult) -> list[Problem]:
+    # Bitbucket installs whatever app the descriptor describes: one on another host is
+    # another site's app, and its lifecycle callbacks and secrets go there.
+    descriptor = _split(descriptor_uri)
+    if descriptor is None or descriptor.hostname == base.hostname:
+        return []  # not absolute: descriptor_uri_absolute says so
+    return [
+        Problem(
+            "descriptor_uri_on_base_host",
+            f"The descriptor URI {descriptor_uri!r} is not on the base URL's host "
+            f"({base.hostname!r}): Bitbucket would install the app that descriptor "
+            "describes, and send its lifecycle callbacks and secrets to that site.",
+            "Serve atlassian-connect.json from this site (the app's descriptor view) and "
+            "point BITBUCKET_INSTALL_DESCRIPTOR_URI at it, on the host of "
+            "BITBUCKET_INSTALL_BASE_URL.",
         )
+    ]
+
+
+def _check_redirect_uri(
+    redirect_uri: str, base_url: str | None, base: SplitResult | None
+) -> list[Problem]:
+    redirect = _split(redirect_uri)
     if redirect is None:
-        found.append(
+        return [
             Problem(
                 "redirect_uri_absolute",
                 f"The redirect URI {redirect_uri!r} is not an absolute URL.",
                 "Give the full URL, without whitespace or control characters, or set "
                 "BITBUCKET_INSTALL_BASE_URL to get the default.",
             )
-        )
-    if redirect is None or base is None:
-        return found
-    found = _check_https(base, "base_url_https", "The base URL")
+        ]
+    if base is None:
+        return []  # base_url_absolute says so
     if _is_templated(redirect_uri) or _is_templated(str(base_url)):
-        found.append(
+        return [
             Problem(
                 "plain_url",
                 "The redirect URI and base URL must be plain URLs, without URI templates.",
                 "Remove '{...}' context parameters from both.",
             )
-        )
-    elif "#" in redirect_uri or "#" in str(base_url) or not is_under(redirect, base):
+        ]
+    if "#" in redirect_uri or "#" in str(base_url) or not is_under(redirect, base):
         # Even an empty fragment ("...#") would hide Bitbucket's appended query.
-        found.append(
+        return [
             Problem(
                 "redirect_uri_under_base_url",
                 f"The redirect URI {redirect_uri!r} is not under the base URL {base_url!r}.",
                 "Bitbucket answers invalid_request unless the redirect URI starts with the "
                 "descriptor's baseUrl (same scheme, host, port and leading path segments).",
             )
-        )
-    return found
+        ]
+    return []
 
 
 def _is_templated(url: str) -> bool:

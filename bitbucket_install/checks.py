@@ -1,4 +1,5 @@
-"""System checks: ``manage.py check`` names every install-link rule the settings break."""
+"""System checks: one ``manage.py check`` names every rule the settings break, each with an id
+and a hint (a half-done configuration is reported whole, not one problem per run)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.shortcuts import resolve_url
-from django.urls import NoReverseMatch
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from bitbucket_install.authorize import ADDON_KEY_PATTERN
-from bitbucket_install.conf import app_settings
+from bitbucket_install.authorize import ADDON_KEY_PATTERN, host_of, is_plain_origin
+from bitbucket_install.conf import DURATIONS, app_settings, is_duration, is_strong_app_secret
 from bitbucket_install.descriptor import APP_OWNED_KEYS
+from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH
 
 # Stable ids; a retired id stays reserved and is never reused.
 RULE_IDS = {
@@ -30,14 +33,17 @@ RULE_IDS = {
     "descriptor_uri_https_loopback_http": "W001",
     "base_url_https_loopback_http": "W002",
     "authorize_url_bitbucket": "E018",
+    "descriptor_uri_on_base_host": "E020",
 }
-DURATION_SETTINGS = ("JWT_LEEWAY", "JWT_MAX_AGE", "FLOW_MAX_AGE", "CONFIRM_WINDOW")
-# The longest duration accepted: one year. Far beyond any sane window, and far inside
-# what ``timedelta(seconds=...)`` and ``now() - timedelta`` can hold (a huge value made
-# the callback view overflow: a 500 instead of a check error).
-MAX_DURATION = 365 * 24 * 60 * 60
 REDIRECT_SETTINGS = ("SUCCESS_URL", "FAILURE_URL")
+# Read as on only when they are True; anything else (the string "False" from an
+# environment variable) is off, and W006 says so.
+FLAG_SETTINGS = ("SIMULATOR", "TRUST_UNSIGNED_RETURNS")
+# Every URL name the app reverses (its button, install flow, descriptor and callbacks).
+APP_URL_NAMES = ("start", "callback", "result", "descriptor", "installed", "uninstalled")
 KNOWN_CONTEXTS = {"account"}
+UNSET = object()
+SHOWN_LENGTH = 80
 
 
 def _message(id_suffix: str, message: str, hint: str) -> CheckMessage:
@@ -45,46 +51,198 @@ def _message(id_suffix: str, message: str, hint: str) -> CheckMessage:
     return kind(message, hint=hint, id=f"bitbucket_install.{id_suffix}")
 
 
+def _raw(name: str) -> Any:
+    """The setting as the project wrote it (``UNSET`` when it is not there)."""
+    return getattr(settings, f"BITBUCKET_INSTALL_{name}", UNSET)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` short enough for one message line (a 5000-character string, or an
+    int too long for ``repr`` on Python 3.11+, would drown the report or crash it)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a number of more than 19 digits"
+    text = repr(value)
+    return text if len(text) <= SHOWN_LENGTH else text[: SHOWN_LENGTH - 3] + "..."
+
+
+def missing_app_urls() -> list[str]:
+    """The app's URL names the project's URLconf cannot reverse."""
+    missing = []
+    for name in APP_URL_NAMES:
+        try:
+            reverse(f"bitbucket_install:{name}")
+        except NoReverseMatch:
+            missing.append(f"bitbucket_install:{name}")
+    return missing
+
+
+@register(Tags.urls, "bitbucket_install")
+def check_app_urls(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Without the app's URLs nothing works (and reversing them raised a bare
+    ``NoReverseMatch`` out of ``check`` and ``migrate``). Checks that need them skip."""
+    missing = missing_app_urls()
+    if not missing:
+        return []
+    return [
+        _message(
+            "E022",
+            f"The URLconf {settings.ROOT_URLCONF!r} does not include the app's URLs "
+            f"({', '.join(missing)} cannot be reversed).",
+            'Add path("bitbucket/", include("bitbucket_install.urls")) to its urlpatterns '
+            "(from django.urls import include, path).",
+        )
+    ]
+
+
 @register(Tags.security, "bitbucket_install")
 def check_install_link(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
-    if app_settings.BASE_URL is None:
-        return [
+    """Every rule of the install link, in one run: the base URL, the app's identity and
+    the authorize URL are each checked whatever the others are."""
+    found = []
+    base_missing = app_settings.BASE_URL is None
+    if base_missing:
+        found.append(
             _message(
                 "E007",
                 "BITBUCKET_INSTALL_BASE_URL is not set.",
                 "Set it to the descriptor's baseUrl, e.g. https://app.example.com.",
             )
-        ]
-    link = app_settings.install_link()
-    return [_message(RULE_IDS[p.rule], p.message, p.hint) for p in link.problems()]
+        )
+    problems = app_settings.install_link().problems()
+    base_bad = base_missing or any(p.rule == "base_url_absolute" for p in problems)
+    default_redirect = app_settings.redirect_uri_is_default()
+    for problem in problems:
+        if problem.rule == "base_url_absolute" and base_missing:
+            continue  # said above, without "None is not an absolute URL"
+        if problem.rule == "redirect_uri_absolute" and default_redirect and base_bad:
+            continue  # derived from the bad base URL (":///bitbucket/callback/"): fix that
+        message = problem.message
+        hint = problem.hint
+        if problem.rule == "redirect_uri_under_base_url" and default_redirect:
+            message += " It is the default redirect URI: the app's callback URL."
+            hint = (
+                "Include the app's URLs under the base URL's path (mind FORCE_SCRIPT_NAME "
+                "behind a proxy), or set BITBUCKET_INSTALL_REDIRECT_URI to a URL under it "
+                "that reaches the callback view."
+            )
+        found.append(_message(RULE_IDS[problem.rule], message, hint))
+    return found
 
 
 @register("bitbucket_install")
 def check_settings(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
+    return [
+        *_check_durations(),
+        *_check_shared_secret(),
+        *_check_origins(),
+        *_check_flags(),
+    ]
+
+
+def _check_durations() -> list[CheckMessage]:
     found = []
-    for name in DURATION_SETTINGS:
-        value = getattr(settings, f"BITBUCKET_INSTALL_{name}", 1)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_DURATION:
+    for name, (smallest, largest, default) in DURATIONS.items():
+        value = _raw(name)
+        if value is UNSET or (is_duration(value) and smallest <= value <= largest):
+            continue
+        if is_duration(value):
+            used = f"it is read as {min(max(value, smallest), largest)}"
+        else:
+            used = f"the default, {default}, is used"
+        found.append(
+            _message(
+                "E011",
+                f"BITBUCKET_INSTALL_{name} must be a whole number of seconds from {smallest} "
+                f"to {largest}, not {_shown(value)}; {used}.",
+                f"Give an int from {smallest} to {largest}, or remove the setting to use the "
+                f"default ({default}). More would only weaken verification: the protocol "
+                "needs no longer.",
+            )
+        )
+    return found
+
+
+def _check_shared_secret() -> list[CheckMessage]:
+    value = _raw("SHARED_SECRET")
+    if value is UNSET or value is None or is_strong_app_secret(value):
+        return []
+    # Never the value itself: check output ends up in logs.
+    if isinstance(value, str):
+        what = f"has {len(value.strip())} characters (without surrounding blanks)"
+    else:
+        what = f"is not a string ({type(value).__name__})"
+    return [
+        _message(
+            "E017",
+            f"BITBUCKET_INSTALL_SHARED_SECRET {what}, too weak to use; it is ignored. It "
+            "verifies return trips for every clientKey, so a short one can be guessed "
+            "online.",
+            f"Set it to the app's shared secret (at least {MIN_APP_SECRET_LENGTH} "
+            "characters, not counting surrounding blanks), or remove the setting.",
+        )
+    ]
+
+
+def _check_origins() -> list[CheckMessage]:
+    value = _raw("BITBUCKET_ORIGINS")
+    if value is UNSET:
+        return []
+    if isinstance(value, list | tuple):
+        bad = [item for item in value if not is_plain_origin(item)]
+        if value and not bad:
+            return []
+        problem = "is empty" if not value else f"has entries that are not origins: {_shown(bad)}"
+    else:
+        problem = f"is {_shown(value)}, not a list or tuple"
+    return [
+        _message(
+            "E019",
+            f"BITBUCKET_INSTALL_BITBUCKET_ORIGINS {problem}.",
+            'Leave it unset for Bitbucket Cloud, or list origins like "https://bitbucket.org": '
+            "http or https, a host and an optional port, without a path (not even '/'), "
+            "query, fragment, whitespace or control characters.",
+        )
+    ]
+
+
+def _check_flags() -> list[CheckMessage]:
+    found = []
+    for name in FLAG_SETTINGS:
+        value = _raw(name)
+        if value is not UNSET and not isinstance(value, bool):
             found.append(
                 _message(
-                    "E011",
-                    f"BITBUCKET_INSTALL_{name} must be a whole number of seconds from 0 to "
-                    f"{MAX_DURATION} (one year), not {value!r}.",
-                    f"Give an int from 0 to {MAX_DURATION}, or remove the setting to use the "
-                    "default.",
+                    "W006",
+                    f"BITBUCKET_INSTALL_{name} is {_shown(value)}, neither True nor False; "
+                    "it is treated as False (off).",
+                    "Give a bool: read an environment variable with env.bool() "
+                    "(django-environ), not as a string.",
                 )
             )
-    if getattr(settings, "BITBUCKET_INSTALL_SIMULATOR", False):
+    if _raw("SIMULATOR") is True:
         found.append(
             _message(
                 "W003",
                 "The development simulator is enabled"
                 + ("." if settings.DEBUG else ", but it only runs with DEBUG on."),
                 "Never enable BITBUCKET_INSTALL_SIMULATOR outside development.",
+            )
+        )
+    if app_settings.TRUST_UNSIGNED_RETURNS and not settings.DEBUG:
+        found.append(
+            _message(
+                "W005",
+                "BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS is on and DEBUG is off: a return "
+                "trip without a JWT connects the installation it names to the browser's "
+                "user, although nothing proves that this browser installed it.",
+                "Leave it off in production (such returns are then recorded but connect "
+                "nobody), or use a registered app, whose returns carry a JWT.",
             )
         )
     return found
@@ -95,22 +253,41 @@ def check_redirect_targets(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """The views send the browser to ``resolve_url(SUCCESS_URL / FAILURE_URL)``: a value
-    that is no URL and no URL name would raise ``NoReverseMatch`` there, a 500."""
+    that is no URL and no URL name would raise ``NoReverseMatch`` there, a 500; a URL on
+    another site would send users who just installed the app away from it."""
     found = []
+    app_urls_missing = bool(missing_app_urls())
+    base_host = host_of(app_settings.BASE_URL or "")
     for name in REDIRECT_SETTINGS:
         value = getattr(app_settings, name)
         if value is None:
             continue
         try:
-            resolve_url(value)
+            target = resolve_url(value)
         except NoReverseMatch:
+            if app_urls_missing and value.startswith("bitbucket_install:"):
+                continue  # E022 says why
             found.append(
                 _message(
                     "E016",
-                    f"BITBUCKET_INSTALL_{name} {value!r} is neither a URL nor the name of a "
-                    "URL pattern.",
+                    f"BITBUCKET_INSTALL_{name} {_shown(value)} is neither a URL nor the name "
+                    "of a URL pattern.",
                     "Give a URL or path (with '/' or '.'), or the name of a URL pattern "
                     "that takes no arguments (e.g. 'home' or 'accounts:profile').",
+                )
+            )
+            continue
+        # Relative by Django's own test (browsers read "/\evil.test" as another site), or
+        # on the base URL's host, whatever the port.
+        relative = url_has_allowed_host_and_scheme(target, allowed_hosts=set())
+        if base_host is not None and not relative and host_of(target) != base_host:
+            found.append(
+                _message(
+                    "E021",
+                    f"BITBUCKET_INSTALL_{name} {_shown(value)} is not on this site: its host "
+                    f"is not the base URL's ({base_host!r}).",
+                    "Give a path (e.g. '/welcome/'), the name of a URL pattern, or a URL on "
+                    "the host of BITBUCKET_INSTALL_BASE_URL.",
                 )
             )
     return found

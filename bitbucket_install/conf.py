@@ -11,7 +11,7 @@ from typing import Any, TypeGuard
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 
 from bitbucket_install.authorize import InstallLink
 from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH, origin
@@ -50,6 +50,15 @@ def _split(url: str) -> SplitResult:
         return urlsplit(url)
     except ValueError:
         return urlsplit("")
+
+
+def _app_path(name: str) -> str | None:
+    """The path of the app's URL ``name``, or None when the project's URLconf does not
+    include the app's URLs (system check E022 says so; nothing here crashes on it)."""
+    try:
+        return reverse(f"bitbucket_install:{name}")
+    except NoReverseMatch:
+        return None
 
 
 def is_duration(value: object) -> TypeGuard[int]:
@@ -97,7 +106,12 @@ class Settings:
         explicit = _text("REDIRECT_URI")
         if explicit is not None or self.BASE_URL is None:
             return explicit
-        return self.absolute_url(reverse("bitbucket_install:callback"))
+        callback = _app_path("callback")
+        return None if callback is None else self.absolute_url(callback)
+
+    def redirect_uri_is_default(self) -> bool:
+        """Is ``REDIRECT_URI`` the one derived from the base URL (no setting gives it)?"""
+        return _text("REDIRECT_URI") is None
 
     @property
     def SHARED_SECRET(self) -> str | None:
@@ -111,8 +125,9 @@ class Settings:
         explicit = _text("AUTHORIZE_URL")
         if explicit is not None:
             return explicit
-        if self.SIMULATOR and self.BASE_URL is not None:
-            return self.absolute_url(reverse("bitbucket_install:simulator"))
+        simulator = _app_path("simulator") if self.SIMULATOR else None
+        if simulator is not None and self.BASE_URL is not None:
+            return self.absolute_url(simulator)
         return DEFAULT_AUTHORIZE_URL
 
     @property

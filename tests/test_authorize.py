@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from bitbucket_install.authorize import InstallLink, Problem, _split, is_loopback, is_under
+from bitbucket_install.authorize import (
+    InstallLink,
+    Problem,
+    _split,
+    host_of,
+    is_loopback,
+    is_plain_origin,
+    is_under,
+)
 from bitbucket_install.exceptions import (
     BitbucketInstallError,
     ConfigurationError,
@@ -116,12 +124,12 @@ CALLBACK = "https://app.example.com/bitbucket/callback/"
         pytest.param(
             InstallLink(
                 AUTHORIZE,
-                descriptor_uri="https://cdn.example.net:8443/apps/my%20app/atlassian-connect.json",
+                descriptor_uri="https://app.example.com:8443/apps/my%20app/atlassian-connect.json",
                 redirect_uri="https://app.example.com/x?a=b&c=%26",
                 base_url=BASE,
             ),
             "https://bitbucket.org/site/addons/authorize"
-            "?descriptor_uri=https%3A%2F%2Fcdn.example.net%3A8443%2Fapps%2Fmy%2520app"
+            "?descriptor_uri=https%3A%2F%2Fapp.example.com%3A8443%2Fapps%2Fmy%2520app"
             "%2Fatlassian-connect.json"
             "&redirect_uri=https%3A%2F%2Fapp.example.com%2Fx%3Fa%3Db%26c%3D%2526",
             id="descriptor-port-encoded-space",
@@ -453,8 +461,21 @@ def test_is_under_compares_parts(redirect_uri: str, base_url: str, expected: boo
     assert is_under(url, base) is expected
 
 
-def test_redirect_uri_left_out_is_not_checked_against_base() -> None:
-    link = InstallLink(AUTHORIZE, addon_key="example-app", base_url="not a url")
+def test_base_url_is_checked_even_without_a_redirect_uri() -> None:
+    # A link without redirect_uri (the app's URLs not included yet) still names a bad
+    # base URL, so the system checks report it in the same run.
+    _raises(
+        InstallLink(AUTHORIZE, addon_key="example-app", base_url="not a url"), "base_url_absolute"
+    )
+    plain = InstallLink(AUTHORIZE, addon_key="example-app", base_url="http://app.example.com")
+    _raises(plain, "base_url_https")
+    link = InstallLink(AUTHORIZE, addon_key="example-app", base_url=BASE)
+    assert link.problems() == []
+    assert link.url() == AUTHORIZE + "?addon_key=example-app"
+
+
+def test_without_base_url_and_redirect_uri_only_the_link_itself_is_checked() -> None:
+    link = InstallLink(AUTHORIZE, addon_key="example-app")
     assert link.problems() == []
     assert link.url() == AUTHORIZE + "?addon_key=example-app"
 
@@ -478,6 +499,8 @@ def test_every_problem_has_message_and_hint() -> None:
         InstallLink(AUTHORIZE, addon_key="a", redirect_uri="http://x/", base_url="http://x"),
         InstallLink(AUTHORIZE, addon_key="a", redirect_uri=CALLBACK + "{x}", base_url=BASE),
         InstallLink(AUTHORIZE, addon_key="a", redirect_uri="https://e/", base_url=BASE),
+        InstallLink(AUTHORIZE, addon_key="a", authorize_origins=frozenset()),
+        InstallLink(AUTHORIZE, descriptor_uri="https://e/d.json", base_url=BASE),
     ]
     seen: set[str] = set()
     for link in links:
@@ -497,6 +520,8 @@ def test_every_problem_has_message_and_hint() -> None:
         "base_url_https",
         "plain_url",
         "redirect_uri_under_base_url",
+        "authorize_url_bitbucket",
+        "descriptor_uri_on_base_host",
     }
 
 
@@ -534,3 +559,148 @@ def test_bracketed_host_that_is_not_an_ipv6_address_is_not_absolute(descriptor_u
     """Python 3.10's urlsplit accepts these; the link must refuse them on every version."""
     link = InstallLink(authorize_url=AUTHORIZE, descriptor_uri=descriptor_uri)
     assert [problem.rule for problem in link.problems()] == ["descriptor_uri_absolute"]
+
+
+# --- Production: the authorize page on Bitbucket, the descriptor on this site ---------
+
+BITBUCKET = frozenset({"https://bitbucket.org", "https://api.bitbucket.org"})
+
+
+@pytest.mark.parametrize(
+    "authorize_url",
+    [
+        "https://bitbucket.org/site/addons/authorize",
+        "https://BITBUCKET.org/site/addons/authorize?x=1",
+        "https://bitbucket.org:443/site/addons/authorize",
+    ],
+)
+def test_authorize_url_on_a_bitbucket_origin_is_accepted(authorize_url: str) -> None:
+    link = InstallLink(authorize_url, addon_key="example-app", authorize_origins=BITBUCKET)
+    assert link.problems() == []
+    assert link.url().endswith("addon_key=example-app")
+
+
+@pytest.mark.parametrize(
+    "authorize_url",
+    [
+        "https://evil.test/site/addons/authorize",
+        "https://bitbucket.org.evil.test/site/addons/authorize",
+        "https://bitbucket.org:8443/site/addons/authorize",
+        "http://bitbucket.org/site/addons/authorize",
+        "https://user@bitbucket.org/site/addons/authorize",
+        "http://127.0.0.1:8000/bitbucket/simulator/authorize/",
+    ],
+)
+def test_rule_authorize_url_bitbucket(authorize_url: str) -> None:
+    link = InstallLink(authorize_url, addon_key="example-app", authorize_origins=BITBUCKET)
+    error = _raises(link, "authorize_url_bitbucket")
+    assert "https://api.bitbucket.org, https://bitbucket.org" in str(error)
+    assert [p.rule for p in link.problems()] == ["authorize_url_bitbucket"]
+
+
+def test_rule_authorize_url_bitbucket_wants_https_even_on_a_listed_http_origin() -> None:
+    origins = frozenset({"http://bitbucket.internal"})
+    link = InstallLink(
+        "http://bitbucket.internal/authorize", addon_key="k", authorize_origins=origins
+    )
+    _raises(link, "authorize_url_bitbucket")
+
+
+def test_rule_authorize_url_bitbucket_with_no_origins_says_none() -> None:
+    link = InstallLink(AUTHORIZE, addon_key="k", authorize_origins=frozenset())
+    assert "(none)" in str(_raises(link, "authorize_url_bitbucket"))
+
+
+def test_authorize_url_anywhere_without_origins() -> None:
+    # What the system checks and the start view use with DEBUG on: test doubles, simulator.
+    link = InstallLink("http://127.0.0.1:8000/simulator/", addon_key="k")
+    assert link.problems() == []
+
+
+@pytest.mark.parametrize(
+    "descriptor_uri",
+    [
+        "https://cdn.example.net/atlassian-connect.json",
+        "https://app.example.com.evil.test/atlassian-connect.json",
+        "https://evil.test/app.example.com/atlassian-connect.json",
+        "https://example.com/atlassian-connect.json",
+    ],
+)
+def test_rule_descriptor_uri_on_base_host(descriptor_uri: str) -> None:
+    link = InstallLink(AUTHORIZE, descriptor_uri=descriptor_uri, base_url=BASE)
+    error = _raises(link, "descriptor_uri_on_base_host")
+    assert repr(descriptor_uri) in str(error)
+    assert [p.rule for p in link.problems()] == ["descriptor_uri_on_base_host"]
+
+
+@pytest.mark.parametrize(
+    "descriptor_uri",
+    [
+        "https://app.example.com/bitbucket/atlassian-connect.json",
+        "https://APP.example.com/d.json",
+        "https://app.example.com:8443/d.json",
+    ],
+)
+def test_descriptor_uri_on_the_base_host_is_accepted(descriptor_uri: str) -> None:
+    assert InstallLink(AUTHORIZE, descriptor_uri=descriptor_uri, base_url=BASE).problems() == []
+
+
+def test_descriptor_host_is_not_compared_with_a_bad_base_url() -> None:
+    link = InstallLink(AUTHORIZE, descriptor_uri="https://cdn.example.net/d.json", base_url="x")
+    assert [p.rule for p in link.problems()] == ["base_url_absolute"]
+    link = InstallLink(AUTHORIZE, descriptor_uri="https://cdn.example.net/d.json")
+    assert link.problems() == []
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://App.Example.com:8443/x", "app.example.com"),
+        ("http://[::1]:8000/", "::1"),
+        ("app.example.com", None),
+        ("https://exa\x00mple.com", None),
+        ("", None),
+    ],
+)
+def test_host_of(url: str, expected: str | None) -> None:
+    assert host_of(url) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://bitbucket.org",
+        "HTTPS://Bitbucket.org",
+        "https://api.bitbucket.org:443",
+        "http://127.0.0.1:8000",
+        "http://[::1]:8000",
+    ],
+)
+def test_plain_origins(value: str) -> None:
+    assert is_plain_origin(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://bitbucket.org/",
+        "https://bitbucket.org/site",
+        "https://bitbucket.org?",
+        "https://bitbucket.org?x=1",
+        "https://bitbucket.org#",
+        "https://user@bitbucket.org",
+        "https://:pw@bitbucket.org",
+        "bitbucket.org",
+        "//bitbucket.org",
+        "ftp://bitbucket.org",
+        "https://bit bucket.org",
+        "https://bitbucket.org\t",
+        "https://bitbucket.org:99999",
+        "",
+        None,
+        5,
+        b"https://bitbucket.org",
+    ],
+)
+def test_not_plain_origins(value: object) -> None:
+    assert not is_plain_origin(value)

@@ -12,6 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from bitbucket_install import checks
+from bitbucket_install.conf import DURATIONS
 
 UNSET = object()  # a setting removed for the test
 GOOD_DESCRIPTOR = {
@@ -19,6 +20,8 @@ GOOD_DESCRIPTOR = {
     "description": "An app used by the test suite.",
     "vendor": {"name": "Example Inc.", "url": "https://example.com"},
 }
+WITHOUT_APP_URLS = "tests.urls_without_app"
+STRONG_SECRET = "s" * 32
 UNREGISTERED = {
     "BITBUCKET_INSTALL_ADDON_KEY": None,
     "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://app.example.com/bitbucket/atlassian-connect.json",
@@ -43,11 +46,12 @@ def ids(**overrides: Any) -> set[str]:
     return {str(message.id) for message in messages(**overrides)}
 
 
-def test_all_four_checks_are_registered_with_the_app_tag() -> None:
+def test_all_five_checks_are_registered_with_the_app_tag() -> None:
     from django.core.checks import registry
 
     registered = registry.registry.get_checks()
     for check in (
+        checks.check_app_urls,
         checks.check_install_link,
         checks.check_settings,
         checks.check_redirect_targets,
@@ -56,12 +60,14 @@ def test_all_four_checks_are_registered_with_the_app_tag() -> None:
         assert check in registered
         assert "bitbucket_install" in check.tags
     assert "security" in checks.check_install_link.tags
-    # It reverses URL names, so it runs with Django's URL checks too.
+    # They reverse URL names, so they run with Django's URL checks too.
     assert "urls" in checks.check_redirect_targets.tags
+    assert "urls" in checks.check_app_urls.tags
 
 
 def test_silent_on_the_test_settings() -> None:
     assert messages() == []
+    assert checks.check_app_urls() == []
     assert checks.check_install_link() == []
     assert checks.check_settings() == []
     assert checks.check_redirect_targets() == []
@@ -87,21 +93,62 @@ def test_silent_on_the_test_settings() -> None:
                 "BITBUCKET_INSTALL_FLOW_MAX_AGE": 300,
                 "BITBUCKET_INSTALL_CONFIRM_WINDOW": 10,
                 "BITBUCKET_INSTALL_SIMULATOR": False,
+                "BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": False,
+                "BITBUCKET_INSTALL_SHARED_SECRET": STRONG_SECRET,
+                "BITBUCKET_INSTALL_BITBUCKET_ORIGINS": [
+                    "https://bitbucket.org",
+                    "HTTPS://API.Bitbucket.org:443",
+                ],
             },
             id="every-setting-explicit",
+        ),
+        pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": None}, id="shared-secret-none"),
+        pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": UNSET}, id="shared-secret-unset"),
+        pytest.param(
+            {"BITBUCKET_INSTALL_SHARED_SECRET": " " + STRONG_SECRET + " "},
+            id="shared-secret-32-with-blanks-around",
+        ),
+        pytest.param(
+            {
+                "BITBUCKET_INSTALL_BITBUCKET_ORIGINS": (
+                    "https://bitbucket.org",
+                    "http://[::1]:8000",
+                )
+            },
+            id="origins-tuple",
+        ),
+        pytest.param(
+            {"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": True, "DEBUG": True},
+            id="trust-unsigned-returns-in-development",
+        ),
+        pytest.param(
+            # With DEBUG on, test doubles and the simulator may serve the authorize page.
+            {"BITBUCKET_INSTALL_AUTHORIZE_URL": "http://127.0.0.1:8000/authorize", "DEBUG": True},
+            id="authorize-url-off-bitbucket-in-development",
+        ),
+        pytest.param(
+            {
+                **UNREGISTERED,
+                "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://APP.example.com:8443/d.json",
+            },
+            id="descriptor-on-the-base-host-another-port",
         ),
         pytest.param(
             {"BITBUCKET_INSTALL_DESCRIPTOR": {**GOOD_DESCRIPTOR, "contexts": ("account",)}},
             id="contexts-tuple",
         ),
         pytest.param(
-            {f"BITBUCKET_INSTALL_{n}": checks.MAX_DURATION for n in checks.DURATION_SETTINGS},
+            {f"BITBUCKET_INSTALL_{n}": largest for n, (_, largest, _) in DURATIONS.items()},
             id="durations-at-the-cap",
+        ),
+        pytest.param(
+            {f"BITBUCKET_INSTALL_{n}": smallest for n, (smallest, _, _) in DURATIONS.items()},
+            id="durations-at-the-floor",
         ),
         pytest.param(
             {
                 "BITBUCKET_INSTALL_SUCCESS_URL": "/welcome/",
-                "BITBUCKET_INSTALL_FAILURE_URL": "https://www.example.com/sorry",
+                "BITBUCKET_INSTALL_FAILURE_URL": "https://APP.example.com:8443/sorry",
             },
             id="redirect-targets-paths-and-urls",
         ),
@@ -151,8 +198,12 @@ CASES: list[Any] = [
         id="E005",
     ),
     pytest.param(
-        {**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR_URI": "http://localhost:8000/a.json"},
-        {"W001"},
+        {
+            **UNREGISTERED,
+            "BITBUCKET_INSTALL_DESCRIPTOR_URI": "http://localhost:8000/a.json",
+            "BITBUCKET_INSTALL_BASE_URL": "http://localhost:8000",
+        },
+        {"W001", "W002"},
         id="W001",
     ),
     pytest.param({"BITBUCKET_INSTALL_REDIRECT_URI": "/bitbucket/callback/"}, {"E006"}, id="E006"),
@@ -172,6 +223,12 @@ CASES: list[Any] = [
         id="E001-control-character",
     ),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": UNSET}, {"E007"}, id="E007-unset"),
+    pytest.param(
+        # Both reported in one run (E002 used to wait until the base URL was set).
+        {"BITBUCKET_INSTALL_BASE_URL": UNSET, "BITBUCKET_INSTALL_ADDON_KEY": UNSET},
+        {"E007", "E002", "E012"},
+        id="E007-unset-and-E002-neither",
+    ),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": ""}, {"E007"}, id="E007-empty"),
     pytest.param(
         {
@@ -182,8 +239,9 @@ CASES: list[Any] = [
         id="E007-relative",
     ),
     pytest.param(
+        # The default redirect URI (":///bitbucket/callback/") is not reported: only its cause.
         {"BITBUCKET_INSTALL_BASE_URL": "app.example.com"},
-        {"E007", "E006"},
+        {"E007"},
         id="E007-relative-with-default-redirect",
     ),
     pytest.param(
@@ -195,12 +253,17 @@ CASES: list[Any] = [
         id="E007-nul-in-host",
     ),
     pytest.param(
-        # The default redirect URI is built on the base URL, so it carries the NUL too.
+        # The default redirect URI is built on the base URL: only the base URL is named.
         {"BITBUCKET_INSTALL_BASE_URL": "https://exa\x00mple.com"},
-        {"E007", "E006"},
+        {"E007"},
         id="E007-nul-in-host-with-default-redirect",
     ),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": "http://app.example.com"}, {"E008"}, id="E008"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BASE_URL": "http://app.example.com", "ROOT_URLCONF": WITHOUT_APP_URLS},
+        {"E008", "E022"},
+        id="E008-without-a-redirect-uri",
+    ),
     pytest.param({"BITBUCKET_INSTALL_BASE_URL": "http://localhost:8000"}, {"W002"}, id="W002"),
     pytest.param(
         {"BITBUCKET_INSTALL_REDIRECT_URI": "https://app.example.com/cb/{user}"},
@@ -225,6 +288,12 @@ CASES: list[Any] = [
     pytest.param(
         {"BITBUCKET_INSTALL_CONFIRM_WINDOW": 10**18}, {"E011"}, id="E011-CONFIRM-too-large"
     ),
+    pytest.param({"BITBUCKET_INSTALL_JWT_LEEWAY": 301}, {"E011"}, id="E011-JWT_LEEWAY-301"),
+    pytest.param({"BITBUCKET_INSTALL_JWT_LEEWAY": 31_536_000}, {"E011"}, id="E011-LEEWAY-year"),
+    pytest.param({"BITBUCKET_INSTALL_JWT_MAX_AGE": 0}, {"E011"}, id="E011-JWT_MAX_AGE-0"),
+    pytest.param({"BITBUCKET_INSTALL_JWT_MAX_AGE": 3601}, {"E011"}, id="E011-MAX_AGE-3601"),
+    pytest.param({"BITBUCKET_INSTALL_CONFIRM_WINDOW": 0}, {"E011"}, id="E011-CONFIRM-0"),
+    pytest.param({"BITBUCKET_INSTALL_FLOW_MAX_AGE": 86401}, {"E011"}, id="E011-FLOW-86401"),
     pytest.param(
         {**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR": GOOD_DESCRIPTOR}, {"E012"}, id="E012"
     ),
@@ -305,6 +374,152 @@ CASES: list[Any] = [
         {"E016"},
         id="E016-failure-name-needs-arguments",
     ),
+    pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": "x"}, {"E017"}, id="E017-one-character"),
+    pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": " "}, {"E017"}, id="E017-blank"),
+    pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": ""}, {"E017"}, id="E017-empty"),
+    pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": "s" * 31}, {"E017"}, id="E017-31"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_SHARED_SECRET": "  " + "s" * 31 + "\t\n"},
+        {"E017"},
+        id="E017-31-with-blanks-around",
+    ),
+    pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": 10**40}, {"E017"}, id="E017-int"),
+    pytest.param({"BITBUCKET_INSTALL_SHARED_SECRET": b"s" * 40}, {"E017"}, id="E017-bytes"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_AUTHORIZE_URL": "https://bitbucket.example.test/authorize"},
+        {"E018"},
+        id="E018-another-host",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_AUTHORIZE_URL": "http://bitbucket.org/site/addons/authorize"},
+        {"E018"},
+        id="E018-plain-http",
+    ),
+    pytest.param(
+        # Debug off: the simulator is off, so its page is no Bitbucket origin.
+        {
+            "BITBUCKET_INSTALL_AUTHORIZE_URL": "https://app.example.com/bitbucket/simulator/authorize/"
+        },
+        {"E018"},
+        id="E018-simulator-page-in-production",
+    ),
+    pytest.param(
+        # The default authorize URL is refused when the origins leave Bitbucket out.
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": ["https://bitbucket.example.test"]},
+        {"E018"},
+        id="E018-origins-without-bitbucket",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": "https://bitbucket.org"},
+        {"E019", "E018"},
+        id="E019-a-string",
+    ),
+    pytest.param({"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": []}, {"E019", "E018"}, id="E019-empty"),
+    pytest.param({"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": None}, {"E019", "E018"}, id="E019-None"),
+    pytest.param(
+        {
+            "BITBUCKET_INSTALL_BITBUCKET_ORIGINS": [
+                "https://bitbucket.org",
+                "https://api.bitbucket.org/",
+            ]
+        },
+        {"E019"},
+        id="E019-trailing-slash",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": ["https://bitbucket.org/site/addons"]},
+        {"E019"},
+        id="E019-path",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": ["https://bitbucket.org?x=1"]},
+        {"E019"},
+        id="E019-query",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": ["https://bitbucket.org", "bitbucket.org"]},
+        {"E019"},
+        id="E019-no-scheme",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": ["https://bitbucket.org", "ftp://bitbucket.org"]},
+        {"E019"},
+        id="E019-ftp",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_BITBUCKET_ORIGINS": ["https://bitbucket.org", 443]},
+        {"E019"},
+        id="E019-not-a-string",
+    ),
+    pytest.param(
+        {**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://cdn.example.net/d.json"},
+        {"E020"},
+        id="E020-another-host",
+    ),
+    pytest.param(
+        {
+            **UNREGISTERED,
+            "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://app.example.com.evil.test/d.json",
+        },
+        {"E020"},
+        id="E020-host-with-the-base-host-as-prefix",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_SUCCESS_URL": "https://evil.test/welcome/"},
+        {"E021"},
+        id="E021-success-another-host",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FAILURE_URL": "//evil.test/sorry"}, {"E021"}, id="E021-scheme-relative"
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FAILURE_URL": "/\\evil.test/sorry"},
+        {"E021"},
+        id="E021-backslash-read-as-slash",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_SUCCESS_URL": "javascript:alert(document.cookie)"},
+        {"E021"},
+        id="E021-javascript",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_SUCCESS_URL": "https://app.example.com.evil.test/"},
+        {"E021"},
+        id="E021-host-with-the-base-host-as-prefix",
+    ),
+    pytest.param({"ROOT_URLCONF": WITHOUT_APP_URLS}, {"E022"}, id="E022"),
+    pytest.param(
+        # The app's own URL names cannot be reversed either: E022 says why, not E016.
+        {
+            "ROOT_URLCONF": WITHOUT_APP_URLS,
+            "BITBUCKET_INSTALL_SUCCESS_URL": "bitbucket_install:result",
+            "BITBUCKET_INSTALL_FAILURE_URL": "admin:index",
+        },
+        {"E022"},
+        id="E022-skips-the-app-url-names",
+    ),
+    pytest.param(
+        {"ROOT_URLCONF": WITHOUT_APP_URLS, "BITBUCKET_INSTALL_FAILURE_URL": "nowhere"},
+        {"E022", "E016"},
+        id="E022-with-another-missing-name",
+    ),
+    pytest.param(
+        {"ROOT_URLCONF": WITHOUT_APP_URLS, "BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": True},
+        {"E022", "W003"},
+        id="E022-with-the-simulator-on",
+    ),
+    pytest.param({"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": True}, {"W005"}, id="W005"),
+    pytest.param({"BITBUCKET_INSTALL_SIMULATOR": "False"}, {"W006"}, id="W006-string-False"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_SIMULATOR": "True", "DEBUG": True}, {"W006"}, id="W006-string-True"
+    ),
+    pytest.param({"BITBUCKET_INSTALL_SIMULATOR": 1}, {"W006"}, id="W006-int"),
+    pytest.param({"BITBUCKET_INSTALL_SIMULATOR": None}, {"W006"}, id="W006-None"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": "yes"},
+        {"W006"},
+        id="W006-trust-unsigned-returns-string",
+    ),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": True}, {"W003"}, id="W003-debug"),
     pytest.param(
         {"BITBUCKET_INSTALL_SIMULATOR": True, "DEBUG": False}, {"W003"}, id="W003-no-debug"
@@ -338,35 +553,253 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 17)} | {"W001", "W002", "W003", "W004"}
+    expected = {f"E{n:03}" for n in range(1, 23)} | {f"W{n:03}" for n in range(1, 7)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
 
+def test_every_install_link_rule_has_an_id() -> None:
+    # Each rule of authorize.py (its Problem(...) calls) maps to a stable id.
+    import inspect
+    import re
+
+    from bitbucket_install import authorize
+
+    source = inspect.getsource(authorize)
+    rules = set(re.findall(r'Problem\(\s*"(\w+)"', source))
+    for rule in re.findall(r'_check_https\(\w+, "(\w+)"', source):
+        rules |= {rule, rule + "_loopback_http"}
+    assert len(rules) == 14
+    assert rules == set(checks.RULE_IDS)
+    assert len(set(checks.RULE_IDS.values())) == len(checks.RULE_IDS)
+
+
 def test_each_duration_setting_is_checked() -> None:
-    for name in checks.DURATION_SETTINGS:
+    for name, (_, _, default) in DURATIONS.items():
         found = messages(**{f"BITBUCKET_INSTALL_{name}": "soon"})
         assert [str(m.id) for m in found] == ["bitbucket_install.E011"]
         assert f"BITBUCKET_INSTALL_{name}" in found[0].msg
         assert "'soon'" in found[0].msg
+        assert found[0].msg.endswith(f"; the default, {default}, is used.")
 
 
-def test_each_duration_setting_is_bounded() -> None:
-    # One year: a value past it once passed the checks, then overflowed
-    # timedelta(seconds=...) in the callback view (a 500).
-    assert checks.MAX_DURATION == 31_536_000
-    for name in checks.DURATION_SETTINGS:
+@pytest.mark.parametrize(("name", "bounds"), DURATIONS.items())
+def test_each_duration_setting_is_bounded_to_what_the_protocol_needs(
+    name: str, bounds: tuple[int, int, int]
+) -> None:
+    smallest, largest, default = bounds
+    setting = f"BITBUCKET_INSTALL_{name}"
+    assert messages(**{setting: smallest}) == []
+    assert messages(**{setting: largest}) == []
+    hint = (
+        f"Give an int from {smallest} to {largest}, or remove the setting to use the default "
+        f"({default}). More would only weaken verification: the protocol needs no longer."
+    )
+    for value, shown, read_as in (
+        (largest + 1, repr(largest + 1), largest),
+        (10**18, repr(10**18), largest),
+        (10**400, "a number of more than 19 digits", largest),
+        (smallest - 1, repr(smallest - 1), smallest),
+        (-(10**5000), "a number of more than 19 digits", smallest),
+    ):
+        found = messages(**{setting: value})
+        assert [str(m.id) for m in found] == ["bitbucket_install.E011"]
+        assert found[0].msg == (
+            f"{setting} must be a whole number of seconds from {smallest} to {largest}, "
+            f"not {shown}; it is read as {read_as}."
+        )
+        assert found[0].hint == hint
+
+
+def test_duration_bounds_in_the_messages() -> None:
+    # The protocol's own limits: 5 minutes of clock skew, an hour for a token or a
+    # confirmation, a day for a flow.
+    (leeway,) = messages(BITBUCKET_INSTALL_JWT_LEEWAY=31_536_000)
+    assert "from 0 to 300, not 31536000; it is read as 300." in leeway.msg
+    (flow,) = messages(BITBUCKET_INSTALL_FLOW_MAX_AGE=0)
+    assert "from 1 to 86400, not 0; it is read as 1." in flow.msg
+
+
+def test_weak_shared_secret_message_never_shows_the_secret() -> None:
+    secret = "hunter2-but-longer"
+    (message,) = messages(BITBUCKET_INSTALL_SHARED_SECRET=secret)
+    assert str(message.id) == "bitbucket_install.E017"
+    assert message.msg.startswith(
+        "BITBUCKET_INSTALL_SHARED_SECRET has 18 characters (without surrounding blanks), "
+        "too weak to use; it is ignored."
+    )
+    assert "at least 32 characters" in str(message.hint)
+    assert secret not in message.msg + str(message.hint)
+    (message,) = messages(BITBUCKET_INSTALL_SHARED_SECRET=12345)
+    assert message.msg.startswith("BITBUCKET_INSTALL_SHARED_SECRET is not a string (int), ")
+    assert "12345" not in message.msg + str(message.hint)
+
+
+def test_origins_message_names_the_bad_entries() -> None:
+    (message, *_) = messages(
+        BITBUCKET_INSTALL_BITBUCKET_ORIGINS=["https://bitbucket.org", "https://x.test/", 5]
+    )
+    assert message.msg == (
+        "BITBUCKET_INSTALL_BITBUCKET_ORIGINS has entries that are not origins: "
+        "['https://x.test/', 5]."
+    )
+    assert "scheme" not in message.msg
+    assert "without a path (not even '/')" in str(message.hint)
+    (message,) = [
+        m
+        for m in messages(BITBUCKET_INSTALL_BITBUCKET_ORIGINS="https://bitbucket.org")
+        if str(m.id) == "bitbucket_install.E019"
+    ]
+    assert message.msg == (
+        "BITBUCKET_INSTALL_BITBUCKET_ORIGINS is 'https://bitbucket.org', not a list or tuple."
+    )
+    (message,) = [
+        m
+        for m in messages(BITBUCKET_INSTALL_BITBUCKET_ORIGINS=())
+        if str(m.id) == "bitbucket_install.E019"
+    ]
+    assert message.msg == "BITBUCKET_INSTALL_BITBUCKET_ORIGINS is empty."
+
+
+def test_authorize_url_off_bitbucket_message_names_the_origins() -> None:
+    (message,) = messages(BITBUCKET_INSTALL_AUTHORIZE_URL="https://evil.test/authorize")
+    assert str(message.id) == "bitbucket_install.E018"
+    assert "'https://evil.test/authorize'" in message.msg
+    assert "(https://api.bitbucket.org, https://bitbucket.org)" in message.msg
+    assert "DEBUG is off" in message.msg
+    assert (
+        messages(BITBUCKET_INSTALL_AUTHORIZE_URL="https://evil.test/authorize", DEBUG=True) == []
+    )
+
+
+def test_off_site_descriptor_message() -> None:
+    (message,) = messages(
+        **{**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://cdn.test/d.json"}
+    )
+    assert str(message.id) == "bitbucket_install.E020"
+    assert "'https://cdn.test/d.json'" in message.msg
+    assert "('app.example.com')" in message.msg
+    # A bad base URL is reported alone: no host to compare with.
+    found = messages(
+        **{
+            **UNREGISTERED,
+            "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://cdn.test/d.json",
+            "BITBUCKET_INSTALL_BASE_URL": "app.example.com",
+        }
+    )
+    assert [str(m.id) for m in found] == ["bitbucket_install.E007"]
+
+
+def test_off_site_redirect_target_messages() -> None:
+    for name in checks.REDIRECT_SETTINGS:
         setting = f"BITBUCKET_INSTALL_{name}"
-        assert messages(**{setting: 0}) == []
-        assert messages(**{setting: checks.MAX_DURATION}) == []
-        for value in (checks.MAX_DURATION + 1, 10**18, 10**400):
-            found = messages(**{setting: value})
-            assert [str(m.id) for m in found] == ["bitbucket_install.E011"]
-            assert setting in found[0].msg
-            assert repr(value) in found[0].msg
-            assert found[0].hint == (
-                "Give an int from 0 to 31536000, or remove the setting to use the default."
-            )
+        (message,) = messages(**{setting: "https://evil.test/x"})
+        assert str(message.id) == "bitbucket_install.E021"
+        assert message.msg == (
+            f"{setting} 'https://evil.test/x' is not on this site: its host is not the base "
+            "URL's ('app.example.com')."
+        )
+        assert messages(**{setting: "https://app.example.com/x"}) == []
+        assert messages(**{setting: "welcome.html"}) == []
+    # Without a valid base URL there is no site to compare with; E007 names the cause.
+    found = messages(
+        BITBUCKET_INSTALL_BASE_URL="app.example.com",
+        BITBUCKET_INSTALL_SUCCESS_URL="https://evil.test/",
+    )
+    assert [str(m.id) for m in found] == ["bitbucket_install.E007"]
+
+
+def test_a_half_done_configuration_is_reported_in_one_run() -> None:
+    found = messages(
+        BITBUCKET_INSTALL_BASE_URL=UNSET,
+        BITBUCKET_INSTALL_ADDON_KEY=UNSET,
+        BITBUCKET_INSTALL_SHARED_SECRET="short",
+        BITBUCKET_INSTALL_JWT_LEEWAY=3600,
+        BITBUCKET_INSTALL_BITBUCKET_ORIGINS=["https://bitbucket.org/"],
+        BITBUCKET_INSTALL_SIMULATOR="off",
+        BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS=True,
+        BITBUCKET_INSTALL_FAILURE_URL="https://evil.test/",
+    )
+    assert sorted(str(m.id).split(".")[1] for m in found) == [
+        "E002",
+        "E007",
+        "E011",
+        "E012",
+        "E017",
+        "E019",
+        "W005",
+        "W006",
+    ]
+    assert all(m.hint for m in found)
+
+
+def test_a_base_url_without_a_scheme_is_reported_once() -> None:
+    found = messages(BITBUCKET_INSTALL_BASE_URL="app.example.com")
+    assert [str(m.id) for m in found] == ["bitbucket_install.E007"]
+    assert found[0].msg == "The base URL 'app.example.com' is not an absolute URL."
+    assert not any(":///" in m.msg for m in found)
+    # A redirect URI the project set is still checked on its own.
+    found = messages(
+        BITBUCKET_INSTALL_BASE_URL="app.example.com", BITBUCKET_INSTALL_REDIRECT_URI="/callback/"
+    )
+    assert [str(m.id) for m in found] == ["bitbucket_install.E007", "bitbucket_install.E006"]
+
+
+def test_default_redirect_outside_the_base_path_says_it_is_the_default() -> None:
+    (message,) = messages(BITBUCKET_INSTALL_BASE_URL="https://app.example.com/app")
+    assert str(message.id) == "bitbucket_install.E010"
+    assert message.msg.endswith(" It is the default redirect URI: the app's callback URL.")
+    assert "Include the app's URLs under the base URL's path" in str(message.hint)
+    (message,) = messages(BITBUCKET_INSTALL_REDIRECT_URI="https://evil.test/cb/")
+    assert "default" not in message.msg
+    assert str(message.hint).startswith("Bitbucket answers invalid_request")
+
+
+def test_missing_app_urls_message_shows_the_include_line() -> None:
+    (message,) = messages(ROOT_URLCONF=WITHOUT_APP_URLS)
+    assert str(message.id) == "bitbucket_install.E022"
+    assert message.msg == (
+        "The URLconf 'tests.urls_without_app' does not include the app's URLs "
+        "(bitbucket_install:start, bitbucket_install:callback, bitbucket_install:result, "
+        "bitbucket_install:descriptor, bitbucket_install:installed, "
+        "bitbucket_install:uninstalled cannot be reversed)."
+    )
+    assert 'path("bitbucket/", include("bitbucket_install.urls"))' in str(message.hint)
+
+
+def test_app_url_names_are_the_app_urls() -> None:
+    from bitbucket_install import urls
+
+    names = {pattern.name for pattern in urls.urlpatterns}
+    # The simulator's page is only needed with the simulator on (AUTHORIZE_URL falls back).
+    assert set(checks.APP_URL_NAMES) == names - {"simulator"}
+
+
+def test_flag_warning_says_it_is_off() -> None:
+    (message,) = messages(BITBUCKET_INSTALL_SIMULATOR="False", DEBUG=True)
+    assert message.msg == (
+        "BITBUCKET_INSTALL_SIMULATOR is 'False', neither True nor False; it is treated as "
+        "False (off)."
+    )
+    assert "env.bool()" in str(message.hint)
+
+
+def test_trust_unsigned_returns_warning_names_the_risk() -> None:
+    (message,) = messages(BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS=True)
+    assert str(message.id) == "bitbucket_install.W005"
+    assert "without a JWT connects the installation" in message.msg
+    assert "DEBUG is off" in message.msg
+    assert messages(BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS="True") != []  # W006, not W005
+    assert {str(m.id) for m in messages(BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS="True")} == {
+        "bitbucket_install.W006"
+    }
+
+
+def test_long_values_are_cut_in_messages() -> None:
+    (message,) = messages(BITBUCKET_INSTALL_SUCCESS_URL="nowhere" * 1000)
+    assert str(message.id) == "bitbucket_install.E016"
+    assert len(message.msg) < 200
+    assert "..." in message.msg
 
 
 def test_redirect_target_messages_name_the_setting() -> None:
@@ -429,6 +862,12 @@ def test_messages_name_the_offending_value() -> None:
     assert "'https://app.example.com'" in message.msg
     (message,) = messages(BITBUCKET_INSTALL_BASE_URL=UNSET)
     assert message.msg == "BITBUCKET_INSTALL_BASE_URL is not set."
+    # With an explicit redirect URI, still "not set", never "None is not an absolute URL".
+    found = messages(
+        BITBUCKET_INSTALL_BASE_URL=UNSET,
+        BITBUCKET_INSTALL_REDIRECT_URI="https://app.example.com/bitbucket/callback/",
+    )
+    assert [m.msg for m in found] == ["BITBUCKET_INSTALL_BASE_URL is not set."]
 
 
 # Django's own model checks ask the database whether it supports JSONField.
@@ -471,3 +910,102 @@ def test_call_command_check_shows_warnings_without_failing() -> None:
     with override_settings(BITBUCKET_INSTALL_SIMULATOR=True, DEBUG=True):
         call_command("check", stdout=out, stderr=err)
     assert "bitbucket_install.W003" in out.getvalue() + err.getvalue()
+
+
+# Django's own model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
+def test_call_command_check_names_missing_app_urls_instead_of_crashing() -> None:
+    with (
+        override_settings(ROOT_URLCONF=WITHOUT_APP_URLS),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    text = str(caught.value)
+    assert "bitbucket_install.E022" in text
+    assert 'HINT: Add path("bitbucket/", include("bitbucket_install.urls"))' in text
+
+
+@pytest.mark.django_db
+def test_call_command_migrate_names_missing_app_urls_instead_of_crashing() -> None:
+    # migrate runs the checks first; it used to end in a raw NoReverseMatch traceback.
+    with (
+        override_settings(ROOT_URLCONF=WITHOUT_APP_URLS),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("migrate", skip_checks=False, verbosity=0, stdout=StringIO())
+    assert "bitbucket_install.E022" in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_call_command_check_reports_a_half_done_configuration_at_once() -> None:
+    with (
+        override_settings(BITBUCKET_INSTALL_BASE_URL=None, BITBUCKET_INSTALL_ADDON_KEY=None),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    text = str(caught.value)
+    for check_id in ("E002", "E007", "E012"):
+        assert f"bitbucket_install.{check_id}" in text
+
+
+@pytest.mark.django_db
+def test_call_command_check_refuses_a_weak_shared_secret_without_showing_it() -> None:
+    with (
+        override_settings(BITBUCKET_INSTALL_SHARED_SECRET="tiny-secret"),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    text = str(caught.value)
+    assert "bitbucket_install.E017" in text
+    assert "tiny-secret" not in text
+
+
+@pytest.mark.django_db
+def test_call_command_check_refuses_off_site_urls_in_production() -> None:
+    with (
+        override_settings(
+            BITBUCKET_INSTALL_AUTHORIZE_URL="https://evil.test/authorize",
+            BITBUCKET_INSTALL_SUCCESS_URL="https://evil.test/welcome",
+            BITBUCKET_INSTALL_BITBUCKET_ORIGINS=["https://bitbucket.org/"],
+        ),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    text = str(caught.value)
+    for check_id in ("E018", "E019", "E021"):
+        assert f"bitbucket_install.{check_id}" in text
+
+
+@pytest.mark.django_db
+def test_call_command_check_refuses_an_off_site_descriptor() -> None:
+    with (
+        override_settings(
+            **{**UNREGISTERED, "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://cdn.test/d.json"}
+        ),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "bitbucket_install.E020" in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_call_command_check_refuses_an_out_of_bounds_duration() -> None:
+    with (
+        override_settings(BITBUCKET_INSTALL_JWT_LEEWAY=31_536_000),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "bitbucket_install.E011" in str(caught.value)
+    assert "from 0 to 300" in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_call_command_check_warns_about_flags_without_failing() -> None:
+    out, err = StringIO(), StringIO()
+    with override_settings(
+        BITBUCKET_INSTALL_SIMULATOR="False", BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS=True
+    ):
+        call_command("check", stdout=out, stderr=err)
+    text = out.getvalue() + err.getvalue()
+    assert "bitbucket_install.W005" in text
+    assert "bitbucket_install.W006" in text

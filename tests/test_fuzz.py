@@ -46,6 +46,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings
 
+from bitbucket_install.conf import DURATIONS, app_settings, is_duration, is_strong_app_secret
 from bitbucket_install.descriptor import build_descriptor
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import installed, uninstalled
@@ -629,6 +630,10 @@ SETTING_NAMES = [
     "FLOW_MAX_AGE",
     "CONFIRM_WINDOW",
     "SIMULATOR",
+    "TRUST_UNSIGNED_RETURNS",
+    "BITBUCKET_ORIGINS",
+    "SUCCESS_URL",
+    "FAILURE_URL",
 ]
 MISSING = object()
 
@@ -652,8 +657,23 @@ def test_fuzz_descriptor_settings(
         assert all(str(message.id).startswith("bitbucket_install.") for message in messages)
         assert all(message.hint for message in messages)
         base_url = values.get("BASE_URL", "https://app.example.com")
+        ids = {message.id for message in messages}
         if not (isinstance(base_url, str) and base_url):
-            assert "bitbucket_install.E007" in {message.id for message in messages}
+            assert "bitbucket_install.E007" in ids
+        # Whatever the settings say, what the app uses stays inside the protocol's bounds,
+        # and a weak app secret is reported and never used.
+        for name, (smallest, largest, _) in DURATIONS.items():
+            assert smallest <= getattr(app_settings, name) <= largest
+            if name in values and not (
+                is_duration(values[name]) and smallest <= values[name] <= largest
+            ):
+                assert "bitbucket_install.E011" in ids
+        secret = app_settings.SHARED_SECRET
+        assert secret is None or is_strong_app_secret(secret)
+        if values.get("SHARED_SECRET") is not None and not is_strong_app_secret(
+            values["SHARED_SECRET"]
+        ):
+            assert "bitbucket_install.E017" in ids
 
         built = build_descriptor()
         assert isinstance(built["scopes"], list)
