@@ -259,7 +259,7 @@ def test_callback_database_error_on_every_query_in_turn(
     with connection.execute_wrapper(recorder):
         assert probe.client.get(probe.url).status_code == 303
     total = len(recorder.queries)
-    assert total >= 5
+    assert total >= 4  # at least the row lock and write, the session read and write
 
     for nth in range(1, total + 1):
         Installation.objects.all().delete()

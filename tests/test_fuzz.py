@@ -67,7 +67,7 @@ from tests.callback_helpers import (
 )
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body
-from tests.test_properties import BOUNDED, examples
+from tests.test_properties import BOUNDED, examples, unregistered_once
 
 CORPUS_DIR = Path(__file__).resolve().parent / "fuzz_corpus"
 NOW_SLACK = 5  # seconds: "sound" times stay sound for the length of one example
@@ -395,7 +395,7 @@ def test_fuzz_callback_query_strings(
     kind: str,
 ) -> None:
     if not registered:
-        unregistered(settings)
+        unregistered_once(settings)
     user, row = fuzz_state
     now = int(timezone.now().timestamp())
     client, path = browser(kind, user)
