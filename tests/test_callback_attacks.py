@@ -64,6 +64,7 @@ from tests.callback_helpers import (
     KEY_B,
     RESULT_PATH,
     START_PATH,
+    flow_path,
     installed_via_lifecycle,
     login,
     return_url,
@@ -1032,6 +1033,68 @@ def test_a_flow_started_before_logging_in_is_not_the_users(
     url = signed_url(KEY_A, APP_SECRET, path)
     assert_rejected(browser, url, "flow_unknown", sent_signals, caplog)
     assert not Installation.objects.exists()
+
+
+def test_a_genuine_return_of_another_flow_for_a_confirmed_installation_binds_nobody(
+    sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Confirmed through a signed-out flow (connected to nobody): a signed-in user's own
+    flow coming back for the same installation, with a valid token, does not take it."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    first = Browser(with_flow=True)
+    assert first.get(signed_url(KEY_A, INSTALL_SECRET, first.path("flow"))).status_code == 303
+    assert Installation.objects.get().user_id is None
+    second = Browser("mallory", with_flow=True)
+    url = signed_url(KEY_A, INSTALL_SECRET, second.path("flow"))
+    assert_rejected(second, url, "already_confirmed", sent_signals, caplog)
+    assert Installation.objects.get().confirmed_flow == flows.flow_hash(first.flow_id)
+
+
+def test_another_flow_of_the_connected_user_changes_nothing(sent_signals: SignalRecorder) -> None:
+    """The user who connected it installs again (a new flow, a genuine return): the same
+    success answer, nothing written, no second signal, the new flow used up."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    ada = Browser("ada", with_flow=True)
+    assert_connects(ada, KEY_A, INSTALL_SECRET, sent_signals)
+    rows = installation_rows()
+    path = flow_path(ada.client)
+    sent_signals.calls.clear()
+
+    response = ada.get(signed_url(KEY_A, INSTALL_SECRET, path))
+
+    assert response.status_code == 303
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    assert live_flows(ada.client) == []
+    assert CONNECTED_TEXT in ada.get(RESULT_PATH).content.decode()
+
+
+def test_a_flow_connects_an_installation_a_plain_return_confirmed(
+    sent_signals: SignalRecorder,
+) -> None:
+    """A plain return confirms and binds nobody; the installer's own flow then connects it
+    (``installed`` again, now with the user)."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    assert Client().get(signed_url(KEY_A, INSTALL_SECRET, CALLBACK_PATH)).status_code == 200
+    assert Installation.objects.get().confirmed_at is not None
+    assert Installation.objects.get().user_id is None
+    ada = Browser("ada", with_flow=True)
+    assert_connects(ada, KEY_A, INSTALL_SECRET, sent_signals)
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["created"] is False
+
+
+@pytest.mark.parametrize(
+    "flow_id", ["x" * 65, "x" * 4000, "Zz0", "_" * 64], ids=["65", "4000", "short", "64"]
+)
+def test_odd_flow_ids_are_no_flow(
+    sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, flow_id: str
+) -> None:
+    browser = Browser("ada", with_flow=True)
+    path = f"{CALLBACK_PATH}{flow_id}/"
+    assert_rejected(
+        browser, signed_url(KEY_A, APP_SECRET, path), "flow_unknown", sent_signals, caplog
+    )
 
 
 # --- a flow confirms at most one installation -------------------------------------------------
