@@ -4,8 +4,9 @@ Structured fuzzing (hypothesis drawing from grammars of near-valid inputs, so th
 get past the first checks and reach the deep ones):
 
 - callback query strings: the clientKey spellings, repeated and conflicting parameters,
-  error returns, and JWTs built from a grammar of headers, claims, secrets, qsh and
-  mutations (truncation, flipped characters, nesting, padding);
+  error returns, and JWTs built from a grammar of headers, claims, secrets, qsh (also one
+  over another path) and mutations (truncation, flipped characters, nesting, padding),
+  sent to the browser's own flow, to ``callback/`` or to a flow id nobody was given;
 - lifecycle bodies and headers: a real body with one to three mutations (fields dropped,
   wrong types, huge or control or surrogate text, NaN and Infinity, deep nesting, other
   keys), unsigned or signed with the stored secret, a wrong one, or garbage;
@@ -17,7 +18,8 @@ Every request is counted (the test fails if the fuzz made too few) and must not 
 500 or raise. Every rejected request (anything but the documented success) must leave the
 Installation table exactly as it was and send no ``installed``/``uninstalled`` signal, and
 nothing forged is ever accepted: only a request the grammar built to be genuine may change
-a row.
+a row. Only a return of the browser's own flow may connect a user (its own) or send
+``install_failed``; the others never touch a flow.
 
 ``tests/fuzz_corpus/*.json`` holds the cases that found bugs (each names the bug and the
 fix); ``test_corpus_case`` replays every one of them in CI.
@@ -49,9 +51,9 @@ from pytest_django.fixtures import Settings
 from bitbucket_install.conf import DURATIONS, app_settings, is_duration, is_strong_app_secret
 from bitbucket_install.descriptor import build_descriptor
 from bitbucket_install.models import Installation
-from bitbucket_install.signals import installed, uninstalled
+from bitbucket_install.returns import SECURITY_PARAMETERS
+from bitbucket_install.signals import install_failed, installed, uninstalled
 from bitbucket_install.tokens import CONTEXT_QSH, is_valid_client_key, query_string_hash
-from bitbucket_install.views import SECURITY_PARAMETERS
 from tests.callback_helpers import (
     APP_SECRET,
     CALLBACK_PATH,
@@ -59,13 +61,14 @@ from tests.callback_helpers import (
     KEY_A,
     KEY_B,
     RESULT_PATH,
+    flow_ids,
+    flow_path,
     installed_via_lifecycle,
-    start_flow,
     unregistered,
 )
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body
-from tests.test_properties import BOUNDED, examples
+from tests.test_properties import BOUNDED, examples, unregistered_once
 
 CORPUS_DIR = Path(__file__).resolve().parent / "fuzz_corpus"
 NOW_SLACK = 5  # seconds: "sound" times stay sound for the length of one example
@@ -206,11 +209,20 @@ DIMENSIONS: dict[str, list[str]] = {
     "header": list(HEADERS),
     "iss": ["key", "other", "number", "missing", "bad-shape"],
     "times": list(TIMES),
-    "qsh": ["correct", "wrong", "context", "missing", "number", "other-query"],
+    "qsh": ["correct", "wrong", "context", "missing", "number", "other-query", "other-path"],
     "aud": ["absent", "key", "list", "other", "number"],
     "mutation": ["none", "truncate", "flip", "extra-segment", "nest-payload", "pad", "drop-sig"],
 }
 SOUND_AUD = {"absent", "key", "list"}
+
+
+MADE_UP_FLOW_PATH = CALLBACK_PATH + "a-flow-id-nobody-was-given/"
+
+
+def other_path(path: str) -> str:
+    """A path that is not ``path``, for a token signed over the wrong one: a flow's return
+    signed for the plain callback, a plain one signed for some flow."""
+    return MADE_UP_FLOW_PATH if path == CALLBACK_PATH else CALLBACK_PATH
 
 
 def timed(kind: str, now: int) -> dict[str, Any]:
@@ -221,10 +233,10 @@ def timed(kind: str, now: int) -> dict[str, Any]:
 
 
 @st.composite
-def callback_returns(draw: st.DrawFn, now: int) -> Return:
-    """A return trip from a grammar. Each token is sound but for a few broken dimensions
-    (none at all fairly often), so the fuzz reaches every check; ``genuine`` is True only
-    when nothing was broken."""
+def callback_returns(draw: st.DrawFn, now: int, path: str) -> Return:
+    """A return trip to ``path`` from a grammar. Each token is sound but for a few broken
+    dimensions (none at all fairly often), so the fuzz reaches every check; ``genuine`` is
+    True only when nothing was broken."""
     key = draw(
         st.sampled_from(
             [KEY_A, KEY_B, KEY_NEW, "connection:", "a" * 300, "key with space", "k\x00", "é"]
@@ -289,12 +301,13 @@ def callback_returns(draw: st.DrawFn, now: int) -> Return:
         "bad-shape": {"iss": "<" + key + ">"},
     }
     qsh_claims: dict[str, dict[str, Any]] = {
-        "correct": {"qsh": query_string_hash("GET", CALLBACK_PATH, query)},
+        "correct": {"qsh": query_string_hash("GET", path, query)},
         "wrong": {"qsh": "0" * 64},
         "context": {"qsh": CONTEXT_QSH},
         "missing": {},
         "number": {"qsh": 5},
-        "other-query": {"qsh": query_string_hash("GET", CALLBACK_PATH, query + "&x=2")},
+        "other-query": {"qsh": query_string_hash("GET", path, query + "&x=2")},
+        "other-path": {"qsh": query_string_hash("GET", other_path(path), query)},
     }
     aud_claims: dict[str, dict[str, Any]] = {
         "absent": {},
@@ -357,18 +370,22 @@ def restore(row: dict[str, Any]) -> None:
     Installation.objects.filter(id=row["id"]).update(**fields)
 
 
-def browser(kind: str, user: User) -> Client:
+def browser(kind: str, user: User) -> tuple[Client, str]:
+    """A browser of ``kind`` and the path its return comes to: "anonymous" and
+    "logged_in" to ``callback/``, "flow" to its own flow's, "made_up_flow" (it has a flow
+    of its own too) to a flow id nobody was given."""
     client = Client()
     if kind != "anonymous":
         client.force_login(user)
-    if kind == "flow":
-        start_flow(client)
-    return client
+    if kind not in {"flow", "made_up_flow"}:
+        return client, CALLBACK_PATH
+    path = flow_path(client)
+    return client, MADE_UP_FLOW_PATH if kind == "made_up_flow" else path
 
 
 @pytest.mark.parametrize("registered", [True, False], ids=["registered", "unregistered"])
 @examples(0.5)
-@given(data=st.data(), kind=st.sampled_from(["anonymous", "logged_in", "flow"]))
+@given(data=st.data(), kind=st.sampled_from(["anonymous", "logged_in", "flow", "made_up_flow"]))
 def test_fuzz_callback_query_strings(
     fuzz_state: tuple[User, dict[str, Any]],
     sent_signals: SignalRecorder,
@@ -379,37 +396,61 @@ def test_fuzz_callback_query_strings(
     kind: str,
 ) -> None:
     if not registered:
-        unregistered(settings)
+        unregistered_once(settings)
     user, row = fuzz_state
     now = int(timezone.now().timestamp())
-    trip = data.draw(callback_returns(now), label="return")
-    client = browser(kind, user)
+    client, path = browser(kind, user)
+    trip = data.draw(callback_returns(now, path), label="return")
     repeats = data.draw(st.integers(1, 2), label="requests")  # 2: a double click
     try:
-        send_returns(client, trip, repeats, sent_signals, tally)
+        send_returns(client, path, kind, trip, repeats, sent_signals, tally, user)
     finally:
         restore(row)  # each example starts from the same table, also after a failure
 
 
 def send_returns(
-    client: Client, trip: Return, repeats: int, sent_signals: SignalRecorder, tally: Tally
+    client: Client,
+    path: str,
+    kind: str,
+    trip: Return,
+    repeats: int,
+    sent_signals: SignalRecorder,
+    tally: Tally,
+    user: User,
 ) -> None:
+    own_flow = kind == "flow"
     for _ in range(repeats):
         before = installation_rows()
+        pending = flow_ids(client) if kind != "anonymous" else []
         sent_signals.calls.clear()
-        response = client.get(CALLBACK_PATH + "?" + trip.query)
+        response = client.get(path + "?" + trip.query)
         tally.record("callback", response.status_code)
-        assert response.status_code in {303, 400, 503}
+        # 200: shown in place to a visitor without a session; 503: "not yet", own flow only.
+        allowed = {303, 400} | ({200} if kind == "anonymous" else set())
+        assert response.status_code in allowed | ({503} if own_flow else set())
         assert response["Cache-Control"] == "no-store"
         accepted = bool(sent_signals.of(installed)) or installation_rows() != before
         if accepted:
             assert trip.genuine, f"a forged return was accepted: {trip.description}"
-            assert response.status_code == 303
+            assert response.status_code in {200, 303}
+            connected = (
+                {r["user_id"] for r in installation_rows()}
+                - {r["user_id"] for r in before}
+                - {None}
+            )
+            # Only the browser's own flow connects anyone, and only its user.
+            assert connected <= ({user.pk} if own_flow else set())
+            for kwargs in sent_signals.of(installed):
+                assert kwargs["user"] is None or (own_flow and kwargs["user"].pk == user.pk)
         else:
             assert installation_rows() == before
             assert not sent_signals.of(uninstalled)
             if response.status_code == 303:  # an error return, or a repeat of a success
                 assert response["Location"] == RESULT_PATH
+        if not own_flow:
+            assert not sent_signals.of(install_failed)
+            if kind != "anonymous":
+                assert flow_ids(client) == pending
 
 
 # --- lifecycle: bodies and headers ----------------------------------------------------------
@@ -732,15 +773,19 @@ def test_corpus_case(
     if setup.get("unregistered"):
         unregistered(settings)
     client = Client()
-    if setup.get("flow"):
+    return_path = CALLBACK_PATH
+    if setup.get("flow"):  # the return comes to the browser's own flow
         client.force_login(User.objects.create_user("corpus"))
-        start_flow(client)
+        return_path = flow_path(client)
+    pending = flow_ids(client) if setup.get("flow") else []
     before = installation_rows()
     sent_signals.calls.clear()
 
     if case["entry"] == "callback":
         query = urlencode([(name, expand(value)) for name, value in case["query"]])
-        response = client.get(CALLBACK_PATH + "?" + query)
+        response = client.get(return_path + "?" + query)
+        if setup.get("flow") and not sent_signals.of(install_failed):
+            assert flow_ids(client) == pending  # refused on the query alone: flow kept
     elif case["entry"] == "lifecycle":
         authorization = case.get("authorization")
         response = client.post(

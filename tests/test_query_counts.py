@@ -6,10 +6,14 @@ rejection) fails here without timing anything. Counts are pytest-django's
 every backend, so they count too, and each test also checks the statements in order (verb
 and table: SQLite leaves out FOR UPDATE, the rest is the same on every database).
 
-The callback's success path reads the session and the user (this browser's flows), then,
-in one transaction, reads the installation once under its row lock, verifies the JWT and
-writes the row, then saves the session. A malformed return is refused before any query;
-a return whose JWT does not verify costs the lookup of the secret and nothing else.
+A flow's return (``callback/<flow id>/``) reads the session and the user (is the flow live,
+and this user's?), then, in one transaction, reads the installation once under its row
+lock, verifies the JWT and writes the row, then saves the session. A plain return
+(``callback/``) never reads the user: it binds nobody, and reads the session only after
+the commit, to keep the result (not at all for a visitor without one). A malformed return
+is refused before any query, even with a flow; a return to a flow id this browser does not
+have costs the session read; one whose JWT does not verify costs the lookup of the secret
+and nothing else.
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from tests.callback_helpers import (
     INSTALL_SECRET,
     KEY_A,
     RESULT_PATH,
+    age_flows,
+    flow_ids,
+    flow_path,
     installed_via_lifecycle,
     login,
     return_url,
     signed_query,
-    start_flow,
     unregistered,
 )
 from tests.conftest import SignalRecorder
@@ -56,6 +62,7 @@ SHORT = {
 LOOKUP = ["BEGIN", "SELECT installation"]
 FLOWS = ["SELECT session", "SELECT user"]  # this browser's flows, and whose they are
 SAVE_SESSION = ["BEGIN", "UPDATE session", "COMMIT"]
+MADE_UP_PATH = CALLBACK_PATH + "a-flow-id-nobody-was-given/"
 
 
 def statements(captured: CaptureQueriesContext) -> list[str]:
@@ -79,20 +86,28 @@ def exactly(
     assert statements(captured) == expected
 
 
+def flow_browser(username: str = "ada") -> tuple[Client, str]:
+    """A logged-in browser that has just pressed the button, and its flow's path."""
+    client = Client()
+    login(client, username)
+    return client, flow_path(client)
+
+
+def signed_url(secret: str, path: str) -> str:
+    return return_url(signed_query(KEY_A, secret, path=path), path)
+
+
 # --- the callback: success ------------------------------------------------------------------
 
 
 def test_first_return_with_a_flow(
     django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
 ) -> None:
-    client = Client()
-    login(client, "ada")
-    start_flow(client)
-    url = return_url(signed_query(KEY_A, APP_SECRET))
+    client, path = flow_browser()
 
     expected = [*FLOWS, *LOOKUP, "INSERT installation", "COMMIT", *SAVE_SESSION]
     with exactly(django_assert_num_queries, expected):
-        response = client.get(url)
+        response = client.get(signed_url(APP_SECRET, path))
 
     assert response.status_code == 303
     assert response["Location"] == RESULT_PATH
@@ -103,20 +118,18 @@ def test_first_return_with_a_flow(
     assert len(sent_signals.of(installed)) == 1
 
 
-def test_repeated_return(
+def test_reload_of_a_finished_flow_return(
     django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
 ) -> None:
-    client = Client()
-    login(client, "ada")
-    start_flow(client)
-    url = return_url(signed_query(KEY_A, APP_SECRET))
+    client, path = flow_browser()
+    url = signed_url(APP_SECRET, path)
     assert client.get(url).status_code == 303
     rows = installation_rows()
     sent_signals.calls.clear()
 
-    # Confirmed already: the locked read decides, nothing is written but the session.
-    # (The flow is used up, so the user is read only for the result, after the commit.)
-    expected = ["SELECT session", *LOOKUP, "COMMIT", "SELECT user", *SAVE_SESSION]
+    # The flow is used up: the session's note of it and the row that flow confirmed
+    # answer the same again, without a transaction; the user is read for the result.
+    expected = ["SELECT session", "SELECT installation", "SELECT user", *SAVE_SESSION]
     with exactly(django_assert_num_queries, expected):
         response = client.get(url)
 
@@ -126,18 +139,15 @@ def test_repeated_return(
     assert sent_signals.none_sent
 
 
-def test_return_of_a_known_installation_signed_with_its_secret(
+def test_flow_return_of_a_known_installation_signed_with_its_secret(
     django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
 ) -> None:
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
-    client = Client()
-    login(client, "ada")
-    start_flow(client)
-    url = return_url(signed_query(KEY_A, INSTALL_SECRET))
+    client, path = flow_browser()
 
     expected = [*FLOWS, *LOOKUP, "UPDATE installation", "COMMIT", *SAVE_SESSION]
     with exactly(django_assert_num_queries, expected):
-        response = client.get(url)
+        response = client.get(signed_url(INSTALL_SECRET, path))
 
     assert response.status_code == 303
     installation = Installation.objects.get(client_key=KEY_A)
@@ -146,17 +156,15 @@ def test_return_of_a_known_installation_signed_with_its_secret(
     assert len(sent_signals.of(installed)) == 1
 
 
-def test_unregistered_return_confirmed_by_a_fresh_install(
+def test_unregistered_flow_return_confirmed_by_a_fresh_install(
     django_assert_num_queries: DjangoAssertNumQueries,
     settings: Settings,
     sent_signals: SignalRecorder,
 ) -> None:
     unregistered(settings)
-    client = Client()
-    login(client, "ada")
-    start_flow(client)
+    client, path = flow_browser()
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
-    url = return_url(urlencode({"clientKey": KEY_A}))
+    url = return_url(urlencode({"clientKey": KEY_A}), path)
 
     expected = [*FLOWS, *LOOKUP, "UPDATE installation", "COMMIT", *SAVE_SESSION]
     with exactly(django_assert_num_queries, expected):
@@ -165,6 +173,70 @@ def test_unregistered_return_confirmed_by_a_fresh_install(
     assert response.status_code == 303
     assert Installation.objects.get(client_key=KEY_A).confirmed_at is not None
     assert len(sent_signals.of(installed)) == 1
+
+
+def test_plain_return_of_a_logged_in_browser(
+    django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
+) -> None:
+    """No flow to look up, nobody to bind: the user is never read."""
+    client = Client()
+    login(client, "ada")
+
+    expected = [*LOOKUP, "INSERT installation", "COMMIT", "SELECT session", *SAVE_SESSION]
+    with exactly(django_assert_num_queries, expected):
+        response = client.get(signed_url(APP_SECRET, CALLBACK_PATH))
+
+    assert response.status_code == 303
+    assert Installation.objects.get(client_key=KEY_A).user is None
+    assert len(sent_signals.of(installed)) == 1
+
+
+def test_repeated_plain_return(
+    django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
+) -> None:
+    client = Client()
+    login(client, "ada")
+    url = signed_url(APP_SECRET, CALLBACK_PATH)
+    assert client.get(url).status_code == 303
+    rows = installation_rows()
+    sent_signals.calls.clear()
+
+    # Confirmed already: the locked read decides, nothing is written but the session.
+    expected = [*LOOKUP, "COMMIT", "SELECT session", *SAVE_SESSION]
+    with exactly(django_assert_num_queries, expected):
+        response = client.get(url)
+
+    assert response.status_code == 303
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+
+
+def test_plain_return_without_a_session(
+    django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
+) -> None:
+    """Answered in place: no session read, none written."""
+    with exactly(django_assert_num_queries, [*LOOKUP, "INSERT installation", "COMMIT"]):
+        response = Client().get(signed_url(APP_SECRET, CALLBACK_PATH))
+
+    assert response.status_code == 200
+    assert Installation.objects.get(client_key=KEY_A).confirmed_at is not None
+    assert len(sent_signals.of(installed)) == 1
+
+
+def test_error_returns(
+    django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
+) -> None:
+    """Bitbucket's ``error=``: nothing but the flow (its own return uses it up)."""
+    with exactly(django_assert_num_queries, []):
+        anonymous = Client().get(return_url("error=access_denied"))
+    client, path = flow_browser()
+    with exactly(django_assert_num_queries, [*FLOWS, *SAVE_SESSION]):
+        own = client.get(return_url("error=access_denied", path))
+
+    assert anonymous.status_code == 200
+    assert own.status_code == 303
+    assert [kwargs["error"] for kwargs in sent_signals.of(install_failed)] == ["access_denied"]
+    assert installation_rows() == []
 
 
 # --- the callback: rejections ---------------------------------------------------------------
@@ -178,23 +250,44 @@ MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("with_flow", [False, True], ids=["anonymous", "with-flow"])
+@pytest.mark.parametrize("where", ["anonymous", "plain-with-a-flow", "own-flow", "made-up"])
 @pytest.mark.parametrize("query", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_return_makes_no_query(
     django_assert_num_queries: DjangoAssertNumQueries,
     sent_signals: SignalRecorder,
     query: str,
-    with_flow: bool,
+    where: str,
 ) -> None:
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
-    client = Client()
-    if with_flow:
-        login(client, "ada")
-        start_flow(client)
+    client, path = (Client(), CALLBACK_PATH) if where == "anonymous" else flow_browser()
+    if where == "plain-with-a-flow":
+        path = CALLBACK_PATH
+    elif where == "made-up":
+        path = MADE_UP_PATH
+    pending = flow_ids(client) if where != "anonymous" else []
     rows = installation_rows()
 
     with exactly(django_assert_num_queries, []):
-        response = client.get(CALLBACK_PATH + "?" + query)
+        response = client.get(return_url(query, path))
+
+    assert response.status_code == 400
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    if where != "anonymous":
+        assert flow_ids(client) == pending
+
+
+def test_return_to_a_flow_id_this_browser_does_not_have(
+    django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
+) -> None:
+    """Refused on the session read alone: no lookup of the installation or the user."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    client, _ = flow_browser()
+    rows = installation_rows()
+    url = return_url(signed_query(KEY_A, INSTALL_SECRET, path=MADE_UP_PATH), MADE_UP_PATH)
+
+    with exactly(django_assert_num_queries, ["SELECT session"]):
+        response = client.get(url)
 
     assert response.status_code == 400
     assert installation_rows() == rows
@@ -209,28 +302,41 @@ def test_bad_signature_costs_the_lookup_only(
     if known:
         installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     rows = installation_rows()
-    url = return_url(signed_query(KEY_A, "a-wrong-secret"))
 
     with exactly(django_assert_num_queries, [*LOOKUP, "ROLLBACK"]):
-        response = Client().get(url)
+        response = Client().get(signed_url("a-wrong-secret", CALLBACK_PATH))
 
     assert response.status_code == 400
     assert installation_rows() == rows
     assert sent_signals.none_sent
 
 
-def test_bad_signature_with_a_flow_uses_the_flow_up(
+def test_bad_signature_with_a_young_flow_writes_nothing(
+    django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
+) -> None:
+    """ "Reload in a moment": the flow is kept, so the session is not written either."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    client, path = flow_browser()
+    rows = installation_rows()
+
+    with exactly(django_assert_num_queries, [*FLOWS, *LOOKUP, "ROLLBACK"]):
+        response = client.get(signed_url("a-wrong-secret", path))
+
+    assert response.status_code == 503
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+
+
+def test_bad_signature_with_an_old_flow_uses_the_flow_up(
     django_assert_num_queries: DjangoAssertNumQueries, sent_signals: SignalRecorder
 ) -> None:
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
-    client = Client()
-    login(client, "ada")
-    start_flow(client)
+    client, path = flow_browser()
+    age_flows(client, 121)
     rows = installation_rows()
-    url = return_url(signed_query(KEY_A, "a-wrong-secret"))
 
     with exactly(django_assert_num_queries, [*FLOWS, *LOOKUP, "ROLLBACK", *SAVE_SESSION]):
-        response = client.get(url)
+        response = client.get(signed_url("a-wrong-secret", path))
 
     assert response.status_code == 400
     assert installation_rows() == rows

@@ -113,6 +113,10 @@ class SignalLog:
         with self.lock:
             return [name for name, _ in self.calls]
 
+    def clear(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
 
 @pytest.fixture
 def signal_log() -> Iterator[SignalLog]:
