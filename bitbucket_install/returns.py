@@ -15,9 +15,12 @@ A return is one of two kinds:
 
 A JWT that verifies for the clientKey proves the return is Bitbucket's; its qsh covers
 the path, so a token issued for one flow cannot be replayed on another. A return without a
-JWT (unregistered apps) proves nothing about whose install it was: it is recorded as a
-confirmation of a just-installed, unclaimed installation, and binds the flow's user only
-when the project opts in with ``BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS``.
+JWT (unregistered apps) proves nothing about whose install it was. By default it binds
+nobody, touches no flow and gets one neutral answer whatever it names (known or unknown,
+fresh or not), so it tells nobody which workspaces use the app; if it names a
+just-installed installation that nobody confirmed yet, that is recorded as a
+confirmation. It binds the flow's user only when the project opts in with
+``BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ NOT_YET_REASONS = frozenset(
         "installation_uninstalled",
         "token_signature",
         "secret_unusable",
+        "installed_before_flow",
     }
 )
 # Verification failures after which the next secret is tried.
@@ -72,6 +76,7 @@ class Rejected(Exception):
 
 class Outcome(enum.Enum):
     CONFIRMED = "confirmed"  # recorded (connected to the flow's user, or to nobody)
+    UNVERIFIED = "unverified"  # no JWT: binds nobody, one answer whatever it named
     FAILED = "failed"  # Bitbucket reported an error
     CONFLICT = "conflict"  # genuine, but connected to another account of this site
     REJECTED = "rejected"  # refused (trust rule 4: one answer for every reason)
@@ -253,6 +258,8 @@ def _flow_user(request: HttpRequest, flow: Flow) -> Any:
 def _confirm(
     request: HttpRequest, client_key: str, token: str | None, flow: Flow | None
 ) -> Decision:
+    if token is None and not app_settings.TRUST_UNSIGNED_RETURNS:
+        return _unverified(request, client_key, flow)
     try:
         installation, created, signalled = atomic_retrying_lost_insert(
             lambda: _verify_and_record(request, client_key, token, flow)
@@ -279,6 +286,35 @@ def _confirm(
     return Decision(Outcome.CONFIRMED, flow=flow, installation=installation, connection=connection)
 
 
+def _unverified(request: HttpRequest, client_key: str, flow: Flow | None) -> Decision:
+    """A return without a JWT, unsigned returns not trusted: record the confirmation of a
+    fresh, unconfirmed installation if it names one; answer alike in every case."""
+
+    def record() -> bool:
+        installation = Installation.objects.locked(client_key)
+        if installation is None or installation.confirmed_at is not None:
+            return False
+        try:
+            _fresh_unclaimed(installation, None)
+        except Rejected:
+            return False
+        installation.confirmed_at = timezone.now()
+        installation.save(update_fields=["confirmed_at", "updated_at"])
+        send_on_commit(
+            installed, installation=installation, request=request, user=None, created=False
+        )
+        return True
+
+    recorded = atomic_retrying_lost_insert(record)
+    logger.info(
+        "install return without a token: client_key=%s recorded=%s flow=%s",
+        client_key,
+        recorded,
+        flow is not None,
+    )
+    return Decision(Outcome.UNVERIFIED, flow=flow, connection="unverified")
+
+
 def _connection(request: HttpRequest, installation: Installation, signed_in: bool) -> str:
     """How a confirmed installation stands towards the user of this browser's flow."""
     if signed_in and installation.user_id is not None and installation.user_id == request.user.pk:
@@ -298,7 +334,7 @@ def _verify_and_record(
             raise Rejected("token_before_flow")
         binds = flow is not None and flow.user_id is not None
     else:
-        installation, installed_at = _fresh_unclaimed(installation)
+        installation, installed_at = _fresh_unclaimed(installation, flow)
         if flow is not None and flow.started_at - app_settings.JWT_LEEWAY > installed_at:
             raise Rejected("installed_before_flow")
         binds = (
@@ -352,17 +388,23 @@ def _issued_at(request: HttpRequest, token: str, secret: str, client_key: str) -
     return float(claims["iat"])
 
 
-def _fresh_unclaimed(installation: Installation | None) -> tuple[Installation, float]:
+def _fresh_unclaimed(
+    installation: Installation | None, flow: Flow | None
+) -> tuple[Installation, float]:
     """Trust rule 1 without a JWT: an installation whose ``installed`` callback arrived
-    within ``CONFIRM_WINDOW``, not yet confirmed by a flow (``_record`` decides the rest).
-    Returns it with the time of that callback."""
+    within ``CONFIRM_WINDOW``, not confirmed by another flow (``_record`` decides the
+    rest, a repeat of this very flow included). Returns it with the time of that
+    callback."""
     window_start = timezone.now() - timedelta(seconds=app_settings.CONFIRM_WINDOW)
     if (
         installation is None
         or installation.uninstalled_at is not None
         or installation.installed_at is None
         or installation.installed_at < window_start
-        or (installation.confirmed_at is not None and installation.confirmed_flow is not None)
+        or (
+            installation.confirmed_at is not None
+            and installation.confirmed_flow not in (None, flow.hash if flow else None)
+        )
     ):
         raise Rejected("client_key_unverified")
     return installation, installation.installed_at.timestamp()

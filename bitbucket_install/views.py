@@ -147,7 +147,7 @@ class CallbackView(View):
             # than create a session (and a row in the session table) for any visitor.
             return render_result(request, result)
         request.session[RESULT_SESSION_KEY] = result
-        if decision.outcome is Outcome.CONFIRMED:
+        if decision.outcome in (Outcome.CONFIRMED, Outcome.UNVERIFIED):
             target = (decision.flow.next if decision.flow else "") or app_settings.SUCCESS_URL
         else:
             target = app_settings.FAILURE_URL
@@ -172,6 +172,15 @@ def _has_no_session(request: HttpRequest) -> bool:
 def result_of(decision: Decision) -> dict[str, Any]:
     """What the result page shows of ``decision``: plain data, kept in the session."""
     installation = decision.installation
+    if decision.outcome is Outcome.UNVERIFIED:
+        # The same for every unsigned return: nothing tells which installation it named.
+        return {
+            "ok": True,
+            "client_key": "",
+            "principal_name": "",
+            "connection": "unverified",
+            "connected": False,
+        }
     if decision.outcome is Outcome.CONFIRMED and installation is not None:
         return {
             "ok": True,

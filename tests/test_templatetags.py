@@ -272,7 +272,10 @@ def test_url_tag_for_an_unregistered_app() -> None:
     )
 
 
-@override_settings(BITBUCKET_INSTALL_AUTHORIZE_URL="https://bitbucket.example.test/a?x=1&y=2")
+@override_settings(
+    BITBUCKET_INSTALL_AUTHORIZE_URL="https://bitbucket.example.test/a?x=1&y=2",
+    BITBUCKET_INSTALL_BITBUCKET_ORIGINS=["https://bitbucket.example.test"],
+)
 def test_url_tag_follows_settings() -> None:
     html = Template("{% load bitbucket_install %}{% bitbucket_install_url %}").render(Context())
     assert html == (

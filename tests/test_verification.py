@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.http import HttpRequest
 from django.test import RequestFactory, override_settings
@@ -125,11 +127,17 @@ def test_verify_request_token_reads_leeway_and_max_age_settings(rf: RequestFacto
     with override_settings(BITBUCKET_INSTALL_JWT_MAX_AGE=900):
         assert verify_request_token(request, long_lived, SECRET, issuer=ISSUER)
 
-    just_expired = encode_token(
-        {"iss": ISSUER}, SECRET, method="GET", path="/hook/", now=0, lifetime=1
+    just_expired = encode_token({"iss": ISSUER}, SECRET, method="GET", path="/hook/", lifetime=1)
+    expired_a_minute_ago = encode_token(
+        {"iss": ISSUER}, SECRET, method="GET", path="/hook/", now=time.time() - 62, lifetime=1
     )
-    with override_settings(BITBUCKET_INSTALL_JWT_LEEWAY=10**12):
+    with override_settings(BITBUCKET_INSTALL_JWT_LEEWAY=120):
+        assert verify_request_token(request, expired_a_minute_ago, SECRET, issuer=ISSUER)
+    with override_settings(BITBUCKET_INSTALL_JWT_LEEWAY=0):
         assert verify_request_token(request, just_expired, SECRET, issuer=ISSUER)
+        with pytest.raises(TokenError) as caught:
+            verify_request_token(request, expired_a_minute_ago, SECRET, issuer=ISSUER)
+        assert caught.value.reason == "token_expired"
 
 
 @pytest.mark.parametrize(
