@@ -64,8 +64,9 @@ class LifecyclePayload:
 
 
 def _account_text(account: dict[str, Any] | None, field: str, max_length: int) -> str:
+    # The account's strings were cleaned by ``_account``: what is cut here is what shows.
     value = (account or {}).get(field)
-    return clean_display_text(value, max_length) if isinstance(value, str) else ""
+    return value[:max_length] if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True)
