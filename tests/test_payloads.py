@@ -161,6 +161,14 @@ def test_accounts_one_past_their_limits_refused(field: str) -> None:
     assert reason(body_with(field, over_depth)) == f"payload_{field}"
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("field", ["principal", "user"])
+def test_accounts_with_non_finite_numbers_refused(field: str, number: str) -> None:
+    """json.loads takes them; no database takes them back as JSON."""
+    body = json.dumps(body_with(field, {"size": "NUMBER"})).replace('"NUMBER"', number)
+    assert reason(body.encode()) == f"payload_{field}"
+
+
 def test_account_depth_counts_dicts_and_lists_alike() -> None:
     deep: Any = {}
     for level in range(MAX_ACCOUNT_DEPTH - 2):
@@ -328,6 +336,7 @@ def test_the_default_body_is_a_valid_claim() -> None:
         ({"baseUrl": "http://bitbucket.org"}, "payload_baseUrl_origin"),
         ({"baseApiUrl": "http://169.254.169.254/latest/"}, "payload_baseApiUrl_origin"),
         ({"baseApiUrl": "https://api.bitbucket.org:99999"}, "payload_baseApiUrl_origin"),
+        ({"baseApiUrl": "https://[::1]:443/2.0"}, "payload_baseApiUrl_origin"),
         ({"sharedSecret": "ecdsa-sha2-nistp256AAAA"}, "payload_shared_secret_unusable"),
         ({"sharedSecret": '{"kty":"oct"}'}, "payload_shared_secret_unusable"),
         ({"baseUrl": "https://BitBucket.org:443/"}, None),
