@@ -1,16 +1,22 @@
 """Lifecycle callbacks: Bitbucket's server-to-server ``installed`` and ``uninstalled`` POSTs.
 
-Signing follows protocol.md section 4: the first install is trusted on first use, every
-later callback for a known clientKey must be signed with the secret stored for it.
+The first install of a clientKey is trusted on first use; every later callback for it
+must be signed with the secret stored for it. Every ``installed`` callback must also be
+for this app, from Bitbucket's origins, with a secret that can verify tokens
+(``payloads.check_claim``). A refusal answers 400 (the body) or 401 (the signature), writes
+nothing, sends nothing, and logs its reason.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -19,12 +25,27 @@ from django.views.decorators.csrf import csrf_exempt
 from bitbucket_install.conf import app_settings
 from bitbucket_install.exceptions import PayloadError
 from bitbucket_install.models import Installation, atomic_retrying_lost_insert
-from bitbucket_install.payloads import LifecyclePayload, parse_lifecycle
+from bitbucket_install.payloads import (
+    ExpectedApp,
+    LifecyclePayload,
+    check_claim,
+    parse_lifecycle,
+)
 from bitbucket_install.signals import send_on_commit, uninstalled
 from bitbucket_install.tokens import TokenError
 from bitbucket_install.verification import printable, token_from_header, verify_request_token
 
 logger = logging.getLogger("bitbucket_install")
+
+
+def expected_app() -> ExpectedApp:
+    """What the settings say this app is, for ``check_claim``."""
+    key = app_settings.DESCRIPTOR.get("key")
+    return ExpectedApp(
+        key=key if isinstance(key, str) and key else None,
+        registered_key=app_settings.ADDON_KEY,
+        bitbucket_origins=app_settings.BITBUCKET_ORIGINS,
+    )
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -34,14 +55,18 @@ class LifecycleView(View):
     http_method_names = ["post"]
     event_type = ""
 
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response: HttpResponseBase = super().dispatch(request, *args, **kwargs)
+        # Whatever the answer (405 included), no cache on the way may keep it.
+        response["Cache-Control"] = "no-store"
+        return response
+
     def post(self, request: HttpRequest) -> HttpResponse:
         client_key = None
         try:
-            payload = parse_lifecycle(request.body, self.event_type)
+            payload = parse_lifecycle(self.body(request), self.event_type)
             client_key = payload.client_key
-            expected_key = app_settings.DESCRIPTOR.get("key")
-            if payload.key and expected_key and payload.key != expected_key:
-                raise PayloadError("payload_key")
+            check_claim(payload, expected_app())
             token = token_from_header(request)
             atomic_retrying_lost_insert(lambda: self.record(request, payload, token))
         except PayloadError as error:
@@ -53,6 +78,15 @@ class LifecycleView(View):
             return HttpResponse(status=503)
         logger.info("lifecycle %s accepted: client_key=%s", self.event_type, client_key)
         return HttpResponse(status=204)
+
+    @staticmethod
+    def body(request: HttpRequest) -> bytes:
+        try:
+            return request.body
+        except RequestDataTooBig as error:
+            # Over the project's DATA_UPLOAD_MAX_MEMORY_SIZE: refused here like any body
+            # too large, so the answer is this view's (no-store, logged), not Django's.
+            raise PayloadError("payload_too_large") from error
 
     def refuse(self, status: int, reason: str, client_key: str | None) -> HttpResponse:
         logger.warning(
@@ -97,7 +131,9 @@ class InstalledView(LifecycleView):
             return
         if installation.shared_secret:
             if token is None:
-                if hmac.compare_digest(installation.shared_secret, payload.shared_secret):
+                if hmac.compare_digest(
+                    installation.shared_secret.encode(), payload.shared_secret.encode()
+                ):
                     return  # a retry of the install that is already stored: nothing to change
                 raise TokenError("token_missing")
             verify_request_token(

@@ -1,7 +1,11 @@
-"""Lifecycle callback bodies (protocol.md section 4), parsed and checked before any query.
+"""Lifecycle callback bodies, parsed and checked before any query.
 
-Every value is checked for type, length and characters here, so SQLite, PostgreSQL and
-MariaDB see the same clean data (PostgreSQL refuses NUL bytes; MariaDB would truncate).
+``parse_lifecycle`` checks every value for type, length and characters, so SQLite,
+PostgreSQL and MariaDB see the same clean data (PostgreSQL refuses NUL bytes; MariaDB would
+truncate), and strips the characters that hide or reorder text from the account names.
+``check_claim`` then checks what the body claims against what this app is (an
+``ExpectedApp``, built from the settings by the caller): a first install is trusted, so it
+may claim nothing that would make the app send tokens elsewhere or take another app's keys.
 """
 
 from __future__ import annotations
@@ -13,9 +17,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bitbucket_install.exceptions import PayloadError
-from bitbucket_install.identifiers import ADDON_KEY_PATTERN, SECRET_PATTERN, is_valid_client_key
+from bitbucket_install.identifiers import (
+    ADDON_KEY_PATTERN,
+    SECRET_PATTERN,
+    clean_display_text,
+    is_registered_client_key,
+    is_usable_hmac_secret,
+    is_valid_client_key,
+    origin,
+)
 
-__all__ = ["LifecyclePayload", "PayloadError", "parse_lifecycle"]
+__all__ = ["ExpectedApp", "LifecyclePayload", "PayloadError", "check_claim", "parse_lifecycle"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ACCOUNT_JSON_BYTES = 8 * 1024
@@ -52,8 +64,22 @@ class LifecyclePayload:
 
 
 def _account_text(account: dict[str, Any] | None, field: str, max_length: int) -> str:
+    # The account's strings were cleaned by ``_account``: what is cut here is what shows.
     value = (account or {}).get(field)
     return value[:max_length] if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class ExpectedApp:
+    """What a callback must be addressed to."""
+
+    # The descriptor's key; None when the settings give none (a system check reports it).
+    key: str | None
+    # The key of a registered app, whose clientKeys all end with it; None if unregistered.
+    registered_key: str | None
+    # Normalised ``scheme://host[:port]`` origins of Bitbucket: the installation's URLs
+    # must be on them, since the app sends the installation's tokens there.
+    bitbucket_origins: frozenset[str]
 
 
 def parse_lifecycle(body: bytes, event_type: str) -> LifecyclePayload:
@@ -92,6 +118,33 @@ def parse_lifecycle(body: bytes, event_type: str) -> LifecyclePayload:
         principal=_account(data, "principal"),
         user=_account(data, "user"),
     )
+
+
+def check_claim(payload: LifecyclePayload, app: ExpectedApp) -> None:
+    """``PayloadError`` unless ``payload`` is a callback for ``app`` from Bitbucket.
+
+    Checked on every ``installed`` callback, signed or not: the first one is trusted on
+    first use, and a later one may not claim what the first could not.
+    """
+    if payload.key and payload.key != app.key:
+        raise PayloadError("payload_key_other_app")
+    if payload.event_type != "installed":
+        return
+    if not payload.key:
+        raise PayloadError("payload_key_missing")
+    if app.registered_key is not None and not is_registered_client_key(
+        payload.client_key, app.registered_key
+    ):
+        raise PayloadError("payload_client_key_other_app")
+    for field, url in (("baseUrl", payload.base_url), ("baseApiUrl", payload.base_api_url)):
+        if not url:
+            raise PayloadError(f"payload_{field}_missing")
+        if origin(url) not in app.bitbucket_origins:
+            raise PayloadError(f"payload_{field}_origin")
+    if not is_usable_hmac_secret(payload.shared_secret):
+        # PyJWT refuses a secret shaped like a public key, certificate or JWK as an HMAC
+        # key (algorithm confusion), so stored it could never verify a later callback.
+        raise PayloadError("payload_shared_secret_unusable")
 
 
 def _text(data: dict[str, Any], field: str, max_length: int) -> str:
@@ -134,6 +187,20 @@ def _account(data: dict[str, Any], field: str) -> dict[str, Any] | None:
         or SURROGATES.search(json.dumps(value, ensure_ascii=False)) is not None
     ):
         raise PayloadError(f"payload_{field}")
+    cleaned: dict[str, Any] = _cleaned(value)
+    return cleaned
+
+
+def _cleaned(value: Any) -> Any:
+    """``value`` with every string in it made safe to show (``clean_display_text``): its
+    names end up on the installed page, in the admin and in messages. (Recursive, but on
+    a value already known to be at most ``MAX_ACCOUNT_DEPTH`` deep.)"""
+    if isinstance(value, str):
+        return clean_display_text(value)
+    if isinstance(value, dict):
+        return {name: _cleaned(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(item) for item in value]
     return value
 
 

@@ -1,8 +1,12 @@
 """Helpers to drive the ``installed`` / ``uninstalled`` lifecycle callbacks in tests.
 
-- ``lifecycle_body(...)``: a JSON body as Bitbucket sends it.
+- ``lifecycle_body(...)``: a JSON body as Bitbucket sends it; by default a valid claim
+  under tests/settings.py (this app's key, one of its clientKeys, Bitbucket's URLs).
+- ``body_with(field, value)``: the same with one field set, its name in a variable.
 - ``lifecycle_token(...)``: a Connect JWT over ``POST <path>``, as Bitbucket signs a callback
   (qsh relative to the base URL's path, ``iss`` = the clientKey).
+- ``raw_hmac_token(claims, secret)``: an HS256 token signed without PyJWT, which refuses
+  to sign with a secret shaped like a public key (such secrets are stored by old rows).
 - ``post_lifecycle(client, event_type, body, secret=...)``: POSTs the body to the real URL,
   signed with ``secret`` when one is given, unsigned otherwise.
 - ``installation_rows()``: a snapshot of every Installation row, to compare before/after.
@@ -10,6 +14,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +42,11 @@ def lifecycle_body(
     shared_secret: str = SHARED_SECRET,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """A full lifecycle body; ``overrides`` replace or add fields (by their JSON name)."""
+    """A full lifecycle body; ``overrides`` replace or add fields (by their JSON name).
+
+    Without overrides it is a claim the app accepts: ``key`` is the descriptor's key,
+    ``clientKey`` one of the registered app's, the URLs on Bitbucket's origins.
+    """
     body: dict[str, Any] = {
         "key": APP_KEY,
         "clientKey": client_key,
@@ -58,6 +69,13 @@ def lifecycle_body(
         },
     }
     body.update(overrides)
+    return body
+
+
+def body_with(field: str, value: Any, event_type: str = "installed") -> dict[str, Any]:
+    """``lifecycle_body(event_type)`` with ``field`` (a JSON name held in a variable) set."""
+    body = lifecycle_body(event_type)
+    body[field] = value
     return body
 
 
@@ -84,6 +102,17 @@ def lifecycle_token(
     return encode_token(
         {name: value for name, value in payload.items() if value is not None}, secret
     )
+
+
+def raw_hmac_token(claims: dict[str, Any], secret: str) -> str:
+    """``claims`` as an HS256 JWT signed with ``secret``, whatever its shape."""
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+    signing_input = part(b'{"alg":"HS256","typ":"JWT"}') + "." + part(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{part(signature)}"
 
 
 def post_lifecycle(

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from bitbucket_install.decorators import connect_jwt_required
 from bitbucket_install.models import Installation
-from bitbucket_install.tokens import CONTEXT_QSH, encode_token
+from bitbucket_install.tokens import CONTEXT_QSH, encode_token, query_string_hash
 from tests.conftest import SignalRecorder
-from tests.lifecycle_helpers import installation_rows
+from tests.lifecycle_helpers import installation_rows, raw_hmac_token
 
 CLIENT_KEY = "connection:4242"
 SECRET = "webhook-secret"
@@ -207,3 +207,41 @@ def test_refused(
     assert sent_signals.none_sent
     messages = [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"]
     assert messages == [f"Connect JWT refused on /hooks/{url.split('/')[2]}/push: reason={reason}"]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "ecdsa-sha2-nistp256AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY",
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYI\n-----END PUBLIC KEY-----\n",
+        '{"kty":"oct","k":"c2VjcmV0"}',
+    ],
+    ids=["ecdsa-sha2-nistp256", "PEM", "JWK"],
+)
+def test_installation_with_an_unusable_secret_refused(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, secret: str
+) -> None:
+    """A row stored before such secrets were refused: every token for it is a 401, none
+    reaches the view, and the log names the reason without the secret or the token."""
+    Installation.objects.create(client_key=CLIENT_KEY, shared_secret=secret)
+    before = installation_rows()
+    now = int(timezone.now().timestamp())
+    jwt = raw_hmac_token(
+        {
+            "iss": CLIENT_KEY,
+            "iat": now,
+            "exp": now + 180,
+            "qsh": query_string_hash("POST", "/hooks/r1/push", ""),
+        },
+        secret,
+    )
+    response = client.post("/hooks/r1/push", HTTP_AUTHORIZATION=f"JWT {jwt}")
+    assert response.status_code == 401
+    assert response.content == b""
+    assert calls == []
+    assert installation_rows() == before
+    assert sent_signals.none_sent
+    messages = [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"]
+    assert messages == ["Connect JWT refused on /hooks/r1/push: reason=secret_unusable"]
+    assert secret not in caplog.text
+    assert jwt not in caplog.text

@@ -9,7 +9,8 @@ get past the first checks and reach the deep ones):
   sent to the browser's own flow, to ``callback/`` or to a flow id nobody was given;
 - lifecycle bodies and headers: a real body with one to three mutations (fields dropped,
   wrong types, huge or control or surrogate text, NaN and Infinity, deep nesting, other
-  keys), unsigned or signed with the stored secret, a wrong one, or garbage;
+  keys, claims of other hosts, apps and key-shaped secrets, hidden characters in names),
+  unsigned or signed with the stored secret, a wrong one, or garbage;
 - descriptor-related settings: any ``BITBUCKET_INSTALL_*`` value (wrong types, huge
   strings, Unicode, malformed URLs) through the system checks, ``build_descriptor`` and
   the descriptor view.
@@ -31,6 +32,7 @@ import base64
 import hashlib
 import hmac
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ from pytest_django.fixtures import Settings
 
 from bitbucket_install.conf import DURATIONS, app_settings, is_duration, is_strong_app_secret
 from bitbucket_install.descriptor import build_descriptor
+from bitbucket_install.identifiers import HIDDEN_CATEGORIES, origin
 from bitbucket_install.models import Installation
 from bitbucket_install.returns import SECURITY_PARAMETERS
 from bitbucket_install.signals import install_failed, installed, uninstalled
@@ -469,6 +472,34 @@ FIELDS = [
 ]
 
 
+# A new installation of this (registered) app, which a first install may create.
+KEY_NEW_OF_THIS_APP = "ari:cloud:bitbucket::app/{7c3d4e5f-cccc-4a71-8bcd-2e3f4a5b6c7d}/example-app"
+# What a body may claim beyond its shape: other hosts (the metadata service, look-alikes,
+# userinfo, plain HTTP), spellings of Bitbucket's own, other apps, secrets shaped like
+# public keys, and names with hidden or reordering characters.
+CLAIMS: st.SearchStrategy[Any] = st.sampled_from(
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://bitbucket.org.evil.com",
+        "https://user@bitbucket.org",
+        "http://bitbucket.org",
+        "https://api.bitbucket.org:8443",
+        "https://BitBucket.org:443/",
+        "https://API.bitbucket.org/2.0/",
+        "https://app.example.com",
+        "other-app",
+        "Example-App",
+        "example-app",
+        "connection:7",
+        "ari:cloud:bitbucket::app/{7c3d4e5f-cccc-4a71-8bcd-2e3f4a5b6c7d}/other-app",
+        "ecdsa-sha2-nistp256AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY",
+        '{"kty":"oct","k":"c2VjcmV0"}',
+        "gnp\u202eexe.png",
+        "Ac\u200bme\ufeff\x1b[31m\r\n\u00a0",
+    ]
+)
+
+
 @st.composite
 def mutated_bodies(draw: st.DrawFn, event_type: str) -> Any:
     """A lifecycle body with zero to three mutations (a dict with ``Raw`` pieces), or
@@ -476,14 +507,22 @@ def mutated_bodies(draw: st.DrawFn, event_type: str) -> Any:
     shape = draw(st.sampled_from(["object", "object", "object", "other"]))
     if shape == "other":
         return draw(st.sampled_from([Raw("[]"), Raw("null"), Raw('"x"'), nested(3000)]))
-    key = draw(st.sampled_from([KEY_A, KEY_NEW]))
+    # A new key of this app twice as often: its first install is the path that may
+    # accept what a forged body claims, so the checks of what was stored run often.
+    key = draw(st.sampled_from([KEY_A, KEY_NEW_OF_THIS_APP, KEY_NEW_OF_THIS_APP, KEY_NEW]))
     body: dict[str, Any] = lifecycle_body(
         event_type, client_key=key, shared_secret="rotated-secret-0123456789"
     )
     for _ in range(draw(st.integers(0, 3))):
         name = draw(st.sampled_from([*FIELDS, "principal.display_name", "user.uuid", "extra"]))
-        action = draw(st.sampled_from(["drop", "odd", "odd", "text"]))
-        value = draw(ODD_VALUES) if action == "odd" else draw(st.text(max_size=30))
+        action = draw(st.sampled_from(["drop", "odd", "odd", "text", "claim"]))
+        value = (
+            draw(ODD_VALUES)
+            if action == "odd"
+            else draw(CLAIMS)
+            if action == "claim"
+            else draw(st.text(max_size=30))
+        )
         if name.startswith(("principal.", "user.")):
             account, _, part = name.partition(".")
             if isinstance(body.get(account), dict):
@@ -566,6 +605,7 @@ def send_lifecycle(
 
     tally.record("lifecycle", response.status_code)
     assert response.status_code in {204, 400, 401}
+    assert response["Cache-Control"] == "no-store"
     after = installation_rows()
     if response.status_code != 204:
         assert after == before
@@ -580,6 +620,7 @@ def send_lifecycle(
         assert not sent_signals.of(installed)
         for stored in after:
             assert_clean(stored)
+            assert_claimable(stored)
 
 
 TEXT_FIELDS: dict[str, int] = {
@@ -593,11 +634,36 @@ def assert_clean(stored: dict[str, Any]) -> None:
     """What an accepted callback stored is clean text every database takes as is."""
     for name, max_length in TEXT_FIELDS.items():
         value = stored[name]
+        if value is None:  # a nullable column (confirmed_flow)
+            continue
         assert len(value) <= max_length, name
         assert "\x00" not in value, name
         value.encode("utf-8", "strict")  # raises on a lone surrogate
     for name in ("principal", "installed_by"):
         json.dumps(stored[name], allow_nan=False).encode("utf-8", "strict")
+
+
+def assert_claimable(stored: dict[str, Any]) -> None:
+    """What an accepted callback stored is a claim a first install may make: this app's
+    key and clientKeys, Bitbucket's origins, and names with nothing hidden in them."""
+    assert stored["addon_key"] == "example-app"
+    assert stored["client_key"].endswith("/example-app")
+    for name in ("base_url", "base_api_url"):
+        assert origin(stored[name]) in app_settings.BITBUCKET_ORIGINS, name
+    texts = [stored["principal_name"], *strings_in(stored["principal"])]
+    texts += strings_in(stored["installed_by"])
+    for text in texts:
+        assert not any(unicodedata.category(char) in HIDDEN_CATEGORIES for char in text), text
+
+
+def strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in strings_in(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in strings_in(item)]
+    return []
 
 
 # --- descriptor-related settings ------------------------------------------------------------

@@ -8,6 +8,7 @@ The Installation model's own behaviour is tested at the end.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -24,17 +25,29 @@ from django.utils import timezone
 from bitbucket_install import signals
 from bitbucket_install.lifecycle import LifecycleView
 from bitbucket_install.models import Installation, InstallationQuerySet
-from bitbucket_install.payloads import LifecyclePayload
-from bitbucket_install.tokens import CONTEXT_QSH, encode_token, query_string_hash
+from bitbucket_install.payloads import (
+    MAX_ACCOUNT_DEPTH,
+    MAX_ACCOUNT_JSON_BYTES,
+    MAX_BODY_BYTES,
+    LifecyclePayload,
+)
+from bitbucket_install.tokens import (
+    CONTEXT_QSH,
+    MAX_TOKEN_LENGTH,
+    encode_token,
+    query_string_hash,
+)
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import (
     APP_KEY,
     CLIENT_KEY,
     SHARED_SECRET,
+    body_with,
     installation_rows,
     lifecycle_body,
     lifecycle_token,
     post_lifecycle,
+    raw_hmac_token,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,6 +92,7 @@ def assert_refused(
 ) -> None:
     assert response.status_code == status
     assert response.content == b""
+    assert response["Cache-Control"] == "no-store"
     assert installation_rows() == before
     assert sent_signals.none_sent
     if caplog is not None:
@@ -95,6 +109,7 @@ def test_first_install_unsigned_creates_the_row(
     response = post_lifecycle(client, "installed", lifecycle_body())
     assert response.status_code == 204
     assert response.content == b""
+    assert response["Cache-Control"] == "no-store"
     [row] = installation_rows()
     body = lifecycle_body()
     assert row["client_key"] == CLIENT_KEY
@@ -111,7 +126,7 @@ def test_first_install_unsigned_creates_the_row(
     assert row["user_id"] is None
     assert row["uninstalled_at"] is None
     assert row["confirmed_at"] is None
-    assert row["confirmed_flow"] == ""
+    assert row["confirmed_flow"] is None
     assert before <= row["installed_at"] <= timezone.now()
     assert before <= row["created_at"] <= timezone.now()
     # The installed signal belongs to the browser's return trip, not to the callback.
@@ -119,13 +134,20 @@ def test_first_install_unsigned_creates_the_row(
 
 
 def test_first_install_of_a_minimal_body(client: Client) -> None:
-    body = {"clientKey": "connection:7", "sharedSecret": "s", "eventType": "installed"}
+    """What a first install must claim, and no more."""
+    body = {
+        "key": APP_KEY,
+        "clientKey": CLIENT_KEY,
+        "sharedSecret": "s",
+        "baseUrl": "https://bitbucket.org",
+        "baseApiUrl": "https://api.bitbucket.org",
+    }
     assert post_lifecycle(client, "installed", body).status_code == 204
-    row = Installation.objects.get(client_key="connection:7")
+    row = Installation.objects.get(client_key=CLIENT_KEY)
     assert row.shared_secret == "s"
     assert row.principal is None
     assert row.principal_name == ""
-    assert str(row) == "connection:7"
+    assert str(row) == CLIENT_KEY
 
 
 def test_identical_unsigned_retry_changes_nothing(
@@ -181,7 +203,6 @@ def test_reinstall_signed_with_the_stored_secret_rotates(
     assert row.installed_at > installed.installed_at
     # Each install is confirmed by its own return trip.
     assert row.confirmed_at is None
-    assert row.confirmed_flow == ""
     assert sent_signals.none_sent
     # From now on the new secret signs, and the old one no longer does.
     third = lifecycle_body(shared_secret="third-secret")
@@ -193,9 +214,9 @@ def test_reinstall_signed_with_the_stored_secret_rotates(
 def test_reinstall_signed_with_the_same_secret_is_accepted(
     client: Client, installed: Installation
 ) -> None:
-    body = lifecycle_body(productType="bitbucket", baseUrl="https://bitbucket.example")
+    body = lifecycle_body(productType="bitbucket", baseUrl="https://BitBucket.org:443/")
     assert post_lifecycle(client, "installed", body, secret=SHARED_SECRET).status_code == 204
-    assert Installation.objects.get().base_url == "https://bitbucket.example"
+    assert Installation.objects.get().base_url == "https://BitBucket.org:443/"
 
 
 def test_unsigned_reinstall_refused_and_secret_unchanged(
@@ -216,7 +237,9 @@ def test_unsigned_reinstall_with_the_stored_secret_changes_nothing(
     """Same secret, other data: taken as a retry of the stored install, so nothing of the
     unsigned body is written (only a signed callback may change a known installation)."""
     before = installation_rows()
-    body = lifecycle_body(principal={"display_name": "Attacker"}, baseUrl="https://evil.example")
+    body = lifecycle_body(
+        principal={"display_name": "Attacker"}, baseUrl="https://bitbucket.org/attacker"
+    )
     response = post_lifecycle(client, "installed", body)
     assert response.status_code == 204
     assert installation_rows() == before
@@ -606,6 +629,24 @@ BAD_BODIES: list[Any] = [
     ),
     pytest.param(
         "installed",
+        lifecycle_body(clientKey="connection:<script>alert(1)</script>"),
+        "payload_client_key",
+        id="markup in clientKey",
+    ),
+    pytest.param(
+        "installed",
+        lifecycle_body(clientKey=CLIENT_KEY + '"><img src=x onerror=alert(1)>'),
+        "payload_client_key",
+        id="markup after a registered clientKey",
+    ),
+    pytest.param(
+        "uninstalled",
+        lifecycle_body("uninstalled", clientKey="connection:<b>7</b>"),
+        "payload_client_key",
+        id="markup in clientKey (uninstall)",
+    ),
+    pytest.param(
+        "installed",
         body_without("installed", "sharedSecret"),
         "payload_shared_secret",
         id="no sharedSecret",
@@ -632,12 +673,15 @@ BAD_BODIES: list[Any] = [
         id="secret a number",
     ),
     pytest.param(
-        "installed", lifecycle_body(key="other-app"), "payload_key", id="another app key"
+        "installed",
+        lifecycle_body(key="other-app"),
+        "payload_key_other_app",
+        id="another app key",
     ),
     pytest.param(
         "uninstalled",
         lifecycle_body("uninstalled", key="other-app"),
-        "payload_key",
+        "payload_key_other_app",
         id="another app key (uninstall)",
     ),
     pytest.param("installed", lifecycle_body(key="bad key!"), "payload_key", id="bad app key"),
@@ -740,10 +784,12 @@ def test_bad_first_install_creates_nothing(
 
 
 @override_settings(BITBUCKET_INSTALL_ADDON_KEY=None, BITBUCKET_INSTALL_DESCRIPTOR={})
-def test_any_app_key_accepted_when_none_is_configured(client: Client) -> None:
+def test_no_install_accepted_while_no_app_key_is_configured(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a descriptor key (system check E012 reports it) nothing can be this app's."""
     response = post_lifecycle(client, "installed", lifecycle_body(key="some-other-app"))
-    assert response.status_code == 204
-    assert Installation.objects.get().addon_key == "some-other-app"
+    assert_refused(response, 400, [], sent_signals, caplog, "payload_key_other_app")
 
 
 @pytest.mark.parametrize("event_type", ["installed", "uninstalled"])
@@ -759,6 +805,7 @@ def test_other_methods_not_allowed(
     response = getattr(client, method)(f"/bitbucket/{event_type}")
     assert response.status_code == 405
     assert response["Allow"] == "POST"
+    assert response["Cache-Control"] == "no-store"
     assert installation_rows() == before
     assert sent_signals.none_sent
 
@@ -767,6 +814,620 @@ def test_record_is_abstract() -> None:
     payload = LifecyclePayload("x", "k", "", "", "", "", "", "", None, None)
     with pytest.raises(NotImplementedError):
         LifecycleView().record(None, payload, None)  # type: ignore[arg-type]
+
+
+# --- what an installed callback may claim ------------------------------------------------
+
+# A clientKey of another registered app, for a workspace this app may well be on too.
+OTHER_APP_CLIENT_KEY = "ari:cloud:bitbucket::app/{0d6f5a1e-1111-4c5e-9a6b-5f1e2d3c4b5a}/other-app"
+MISSING = object()
+
+
+def claim(event_type: str = "installed", **changes: Any) -> dict[str, Any]:
+    """``lifecycle_body`` with ``changes``; a ``MISSING`` value leaves the field out."""
+    body = lifecycle_body(event_type)
+    for name, value in changes.items():
+        if value is MISSING:
+            del body[name]
+        else:
+            body[name] = value
+    return body
+
+
+BAD_CLAIMS: list[Any] = [
+    pytest.param(
+        {"baseApiUrl": "http://169.254.169.254/latest/meta-data/"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl on the metadata service",
+    ),
+    pytest.param(
+        {"baseApiUrl": "https://api.bitbucket.org.evil.com"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl on a longer host",
+    ),
+    pytest.param(
+        {"baseApiUrl": "https://user@api.bitbucket.org"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl with userinfo",
+    ),
+    pytest.param(
+        {"baseApiUrl": "http://api.bitbucket.org"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl over plain HTTP",
+    ),
+    pytest.param(
+        {"baseApiUrl": "https://api.bitbucket.org:8443/2.0"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl on another port",
+    ),
+    pytest.param(
+        {"baseApiUrl": "https://evil.example/2.0"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl on another host",
+    ),
+    pytest.param(
+        {"baseApiUrl": "https://app.example.com"},
+        "payload_baseApiUrl_origin",
+        id="baseApiUrl on this site (simulator off)",
+    ),
+    pytest.param(
+        {"baseUrl": "https://bitbucket.org.evil.com"},
+        "payload_baseUrl_origin",
+        id="baseUrl on a longer host",
+    ),
+    pytest.param(
+        {"baseUrl": "https://user@bitbucket.org"},
+        "payload_baseUrl_origin",
+        id="baseUrl with userinfo",
+    ),
+    pytest.param(
+        {"baseUrl": "http://bitbucket.org"}, "payload_baseUrl_origin", id="baseUrl over HTTP"
+    ),
+    pytest.param(
+        {"baseUrl": "https://127.0.0.1/"}, "payload_baseUrl_origin", id="baseUrl on loopback"
+    ),
+    pytest.param({"baseUrl": MISSING}, "payload_baseUrl_missing", id="no baseUrl"),
+    pytest.param({"baseUrl": None}, "payload_baseUrl_missing", id="null baseUrl"),
+    pytest.param({"baseUrl": ""}, "payload_baseUrl_missing", id="blank baseUrl"),
+    pytest.param({"baseApiUrl": MISSING}, "payload_baseApiUrl_missing", id="no baseApiUrl"),
+    pytest.param({"baseApiUrl": ""}, "payload_baseApiUrl_missing", id="blank baseApiUrl"),
+    pytest.param({"key": MISSING}, "payload_key_missing", id="no key"),
+    pytest.param({"key": None}, "payload_key_missing", id="null key"),
+    pytest.param({"key": ""}, "payload_key_missing", id="blank key"),
+    pytest.param({"key": "other-app"}, "payload_key_other_app", id="another app's key"),
+    pytest.param({"key": "Example-App"}, "payload_key_other_app", id="key in another case"),
+    pytest.param(
+        {"clientKey": OTHER_APP_CLIENT_KEY},
+        "payload_client_key_other_app",
+        id="clientKey of another registered app",
+    ),
+    pytest.param(
+        {"clientKey": "connection:7"},
+        "payload_client_key_other_app",
+        id="clientKey of an unregistered install",
+    ),
+    pytest.param(
+        {"clientKey": CLIENT_KEY + "-evil"},
+        "payload_client_key_other_app",
+        id="clientKey with a suffix",
+    ),
+    pytest.param(
+        {"clientKey": "x" + CLIENT_KEY},
+        "payload_client_key_other_app",
+        id="clientKey with a prefix",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "reason"), BAD_CLAIMS)
+def test_first_install_claiming_too_much_refused(
+    client: Client,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    changes: dict[str, Any],
+    reason: str,
+) -> None:
+    response = post_lifecycle(client, "installed", claim(**changes))
+    assert_refused(response, 400, [], sent_signals, caplog, reason)
+
+
+@pytest.mark.parametrize(("changes", "reason"), BAD_CLAIMS)
+def test_signed_reinstall_claiming_too_much_refused(
+    client: Client,
+    installed: Installation,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    changes: dict[str, Any],
+    reason: str,
+) -> None:
+    """A signature with the stored secret does not let a callback claim more."""
+    before = installation_rows()
+    body = claim(**changes)
+    response = post_lifecycle(client, "installed", body, secret=SHARED_SECRET)
+    assert_refused(response, 400, before, sent_signals, caplog, reason)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"baseUrl": "https://BitBucket.org:443/"},
+        {"baseUrl": "HTTPS://bitbucket.org/workspace"},
+        {"baseApiUrl": "https://API.bitbucket.org/2.0/"},
+        {"baseApiUrl": "https://api.bitbucket.org:443"},
+    ],
+    ids=repr,
+)
+def test_other_spellings_of_bitbucket_origins_accepted(
+    client: Client, sent_signals: SignalRecorder, changes: dict[str, str]
+) -> None:
+    response = post_lifecycle(client, "installed", claim(**changes))
+    assert response.status_code == 204
+    [row] = installation_rows()
+    stored = {"baseUrl": row["base_url"], "baseApiUrl": row["base_api_url"]}
+    for name, value in changes.items():
+        assert stored[name] == value  # as sent
+    assert sent_signals.none_sent
+
+
+@override_settings(
+    BITBUCKET_INSTALL_BITBUCKET_ORIGINS=[
+        "https://bitbucket.example.net",
+        "https://api.bitbucket.example.net",
+    ]
+)
+def test_origins_come_from_the_setting(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = post_lifecycle(client, "installed", lifecycle_body())
+    assert_refused(response, 400, [], sent_signals, caplog, "payload_baseUrl_origin")
+    body = claim(
+        baseUrl="https://bitbucket.example.net", baseApiUrl="https://api.bitbucket.example.net"
+    )
+    assert post_lifecycle(client, "installed", body).status_code == 204
+    assert Installation.objects.get().base_api_url == "https://api.bitbucket.example.net"
+
+
+@override_settings(DEBUG=True, BITBUCKET_INSTALL_SIMULATOR=True)
+def test_the_simulators_origin_is_accepted_while_it_is_on(client: Client) -> None:
+    body = claim(baseUrl="https://app.example.com", baseApiUrl="https://app.example.com/api")
+    assert post_lifecycle(client, "installed", body).status_code == 204
+    assert Installation.objects.get().base_api_url == "https://app.example.com/api"
+
+
+@override_settings(BITBUCKET_INSTALL_ADDON_KEY=None, BITBUCKET_INSTALL_DESCRIPTOR={"key": APP_KEY})
+def test_unregistered_app_takes_any_clientkey_but_only_its_own_key(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    for client_key in ("connection:7", OTHER_APP_CLIENT_KEY):
+        body = claim(clientKey=client_key)
+        assert post_lifecycle(client, "installed", body).status_code == 204
+    before = installation_rows()
+    assert [row["client_key"] for row in before] == ["connection:7", OTHER_APP_CLIENT_KEY]
+    response = post_lifecycle(client, "installed", claim(clientKey="connection:8", key="other"))
+    assert_refused(response, 400, before, sent_signals, caplog, "payload_key_other_app")
+
+
+def test_uninstall_needs_no_urls_and_no_key(
+    client: Client, installed: Installation, sent_signals: SignalRecorder
+) -> None:
+    """Only a key that is there must be this app's: an uninstall stores nothing else."""
+    body = claim("uninstalled", key=MISSING, baseUrl=MISSING, baseApiUrl=MISSING)
+    assert post_lifecycle(client, "uninstalled", body, secret=SHARED_SECRET).status_code == 204
+    assert Installation.objects.get().uninstalled_at is not None
+    assert len(sent_signals.of(signals.uninstalled)) == 1
+
+
+def test_uninstall_for_another_app_refused_before_its_signature(
+    client: Client,
+    installed: Installation,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = installation_rows()
+    body = claim("uninstalled", key="other-app")
+    response = post_lifecycle(client, "uninstalled", body, secret=SHARED_SECRET)
+    assert_refused(response, 400, before, sent_signals, caplog, "payload_key_other_app")
+
+
+# --- secrets PyJWT cannot use as HMAC keys ------------------------------------------------
+
+ECDSA_SECRET = (
+    "ecdsa-sha2-nistp256AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEez"
+)
+PEM_SECRET = (
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+)
+# Shaped like public keys or JWKs yet printable ASCII without spaces, so they pass the
+# secret's pattern: only PyJWT's own refusal tells them apart.
+UNUSABLE_SECRETS = [
+    pytest.param(ECDSA_SECRET, id="ecdsa-sha2-nistp256"),
+    pytest.param("ssh-ed25519AAAAC3NzaC1lZDI1NTE5AAAAIG", id="ssh-ed25519"),
+    pytest.param("ssh-rsaAAAAB3NzaC1yc2EAAAADAQABAAABAQ", id="ssh-rsa"),
+    pytest.param('{"kty":"oct","k":"c2VjcmV0"}', id="JWK"),
+    pytest.param('[{"kty":"RSA"}]', id="JWK set"),
+]
+
+
+@pytest.mark.parametrize("secret", UNUSABLE_SECRETS)
+def test_first_install_with_an_unusable_secret_refused(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, secret: str
+) -> None:
+    response = post_lifecycle(client, "installed", lifecycle_body(shared_secret=secret))
+    assert_refused(response, 400, [], sent_signals, caplog, "payload_shared_secret_unusable")
+
+
+def test_first_install_with_a_pem_block_refused(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PEM block has spaces and line breaks: the secret's pattern refuses it first."""
+    response = post_lifecycle(client, "installed", lifecycle_body(shared_secret=PEM_SECRET))
+    assert_refused(response, 400, [], sent_signals, caplog, "payload_shared_secret")
+
+
+@pytest.mark.parametrize("secret", UNUSABLE_SECRETS)
+def test_rotation_to_an_unusable_secret_refused(
+    client: Client,
+    installed: Installation,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    secret: str,
+) -> None:
+    before = installation_rows()
+    body = lifecycle_body(shared_secret=secret)
+    response = post_lifecycle(client, "installed", body, secret=SHARED_SECRET)
+    assert_refused(response, 400, before, sent_signals, caplog, "payload_shared_secret_unusable")
+
+
+@pytest.fixture(params=[*UNUSABLE_SECRETS, pytest.param(PEM_SECRET, id="PEM")])
+def stored_unusable_secret(request: pytest.FixtureRequest) -> str:
+    """A row written before such secrets were refused, holding one."""
+    secret: str = request.param
+    Installation.objects.create(
+        client_key=CLIENT_KEY,
+        shared_secret=secret,
+        addon_key=APP_KEY,
+        installed_at=timezone.now(),
+    )
+    return secret
+
+
+def signed_with(secret: str, path: str, iss: str = CLIENT_KEY) -> str:
+    """A callback token over ``POST path`` signed with ``secret``, even one PyJWT refuses."""
+    now = int(timezone.now().timestamp())
+    claims = {
+        "iss": iss,
+        "iat": now,
+        "exp": now + 180,
+        "qsh": query_string_hash("POST", path, ""),
+    }
+    return raw_hmac_token(claims, secret)
+
+
+def test_signed_reinstall_of_a_row_with_an_unusable_secret_refused(
+    client: Client,
+    stored_unusable_secret: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = installation_rows()
+    token = signed_with(stored_unusable_secret, "/bitbucket/installed")
+    body = lifecycle_body(shared_secret=NEW_SECRET)
+    response = post_lifecycle(client, "installed", body, token=token)
+    assert_refused(response, 401, before, sent_signals, caplog, "secret_unusable")
+
+
+def test_unsigned_reinstall_of_a_row_with_an_unusable_secret_refused(
+    client: Client,
+    stored_unusable_secret: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = installation_rows()
+    response = post_lifecycle(client, "installed", lifecycle_body(shared_secret=NEW_SECRET))
+    assert_refused(response, 401, before, sent_signals, caplog, "token_missing")
+
+
+def test_unsigned_reinstall_of_a_row_with_a_non_ascii_secret_refused(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored secret the pattern would refuse now (written some other way) is compared
+    as bytes: hmac.compare_digest raises TypeError on non-ASCII text."""
+    Installation.objects.create(client_key=CLIENT_KEY, shared_secret="clé-secrète")
+    before = installation_rows()
+    response = post_lifecycle(client, "installed", lifecycle_body())
+    assert_refused(response, 401, before, sent_signals, caplog, "token_missing")
+
+
+def test_uninstall_of_a_row_with_an_unusable_secret_refused(
+    client: Client,
+    stored_unusable_secret: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = installation_rows()
+    token = signed_with(stored_unusable_secret, "/bitbucket/uninstalled")
+    response = post_lifecycle(client, "uninstalled", lifecycle_body("uninstalled"), token=token)
+    assert_refused(response, 401, before, sent_signals, caplog, "secret_unusable")
+
+
+# --- display text ---------------------------------------------------------------------------
+
+# "gnp.exe" behind a right-to-left override renders as "exe.png".
+RLO = "\u202e"
+
+
+def test_first_install_stores_display_text_without_hidden_characters(
+    client: Client, sent_signals: SignalRecorder
+) -> None:
+    principal = {
+        "type": "workspace",
+        "uuid": "{7b2f4f10-2222-4b8e-8a0c-3c5d6e7f8a9b}\u200b",
+        "display_name": f"Acme {RLO}gnp.exe",
+        "username": "ac\u200bme\ufeff",
+        "links": {"avatar": {"name": "a\x1b[31mb"}, "lines": ["one\r\ntwo", 3, None]},
+    }
+    user = {"display_name": "Ada\u00a0Admin\u202d", "nickname": "\u200e\u2066x\u2069", "n": 1}
+    body = lifecycle_body(principal=principal, user=user)
+    assert post_lifecycle(client, "installed", body).status_code == 204
+    [row] = installation_rows()
+    assert row["principal_name"] == "Acme gnp.exe"
+    assert row["principal_uuid"] == "{7b2f4f10-2222-4b8e-8a0c-3c5d6e7f8a9b}"
+    assert row["principal"] == {
+        "type": "workspace",
+        "uuid": "{7b2f4f10-2222-4b8e-8a0c-3c5d6e7f8a9b}",
+        "display_name": "Acme gnp.exe",
+        "username": "acme",
+        "links": {"avatar": {"name": "a[31mb"}, "lines": ["onetwo", 3, None]},
+    }
+    assert row["installed_by"] == {"display_name": "Ada Admin", "nickname": "x", "n": 1}
+    assert str(Installation.objects.get()) == "Acme gnp.exe"
+    assert sent_signals.none_sent
+
+
+def test_a_name_of_hidden_characters_only_gives_way_to_the_username(client: Client) -> None:
+    principal = {"display_name": f"{RLO}\u200b\ufeff", "username": f"acme{RLO}"}
+    assert post_lifecycle(
+        client, "installed", lifecycle_body(principal=principal)
+    ).status_code == (204)
+    row = Installation.objects.get()
+    assert row.principal_name == "acme"
+    assert row.principal == {"display_name": "", "username": "acme"}
+
+
+def test_a_rename_by_a_signed_reinstall_is_cleaned_too(
+    client: Client, installed: Installation
+) -> None:
+    body = lifecycle_body(
+        shared_secret=NEW_SECRET,
+        principal={"display_name": f"Renamed{RLO}\r\n"},
+        user={"display_name": "\x1bEve"},
+    )
+    assert post_lifecycle(client, "installed", body, secret=SHARED_SECRET).status_code == 204
+    row = Installation.objects.get()
+    assert row.principal_name == "Renamed"
+    assert row.principal == {"display_name": "Renamed"}
+    assert row.installed_by == {"display_name": "Eve"}
+
+
+# --- limits at their edges -----------------------------------------------------------------
+
+
+def body_of_size(size: int) -> bytes:
+    """The default body, padded with an extra field to exactly ``size`` bytes."""
+    body = lifecycle_body(padding="")
+    body["padding"] = "p" * (size - len(json.dumps(body).encode()))
+    raw = json.dumps(body).encode()
+    assert len(raw) == size
+    return raw
+
+
+def test_body_of_exactly_the_size_limit_accepted(client: Client) -> None:
+    assert post_lifecycle(client, "installed", body_of_size(MAX_BODY_BYTES)).status_code == 204
+    assert Installation.objects.get().client_key == CLIENT_KEY
+
+
+def test_body_one_byte_over_the_size_limit_refused(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = post_lifecycle(client, "installed", body_of_size(MAX_BODY_BYTES + 1))
+    assert_refused(response, 400, [], sent_signals, caplog, "payload_too_large")
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1000)
+def test_body_over_the_projects_upload_limit_refused_by_the_view(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = post_lifecycle(client, "installed", body_of_size(1001))
+    assert_refused(response, 400, [], sent_signals, caplog, "payload_too_large")
+
+
+def account_of_size(size: int) -> dict[str, Any]:
+    """A principal whose JSON (as the app measures it) is exactly ``size`` bytes."""
+    account = {"display_name": "Acme", "pad": ""}
+    account["pad"] = "x" * (size - len(json.dumps(account)))
+    assert len(json.dumps(account)) == size
+    return account
+
+
+def account_of_depth(depth: int) -> dict[str, Any]:
+    """A principal nested ``depth`` containers deep (the account itself is the first)."""
+    inner: list[Any] = []
+    for _ in range(depth - 2):
+        inner = [inner]
+    return {"display_name": "Acme", "nested": inner}
+
+
+@pytest.mark.parametrize("field", ["principal", "user"])
+def test_accounts_at_their_limits_accepted(client: Client, field: str) -> None:
+    body = body_with(field, account_of_size(MAX_ACCOUNT_JSON_BYTES))
+    assert post_lifecycle(client, "installed", body).status_code == 204
+    Installation.objects.all().delete()
+    body = body_with(field, account_of_depth(MAX_ACCOUNT_DEPTH))
+    assert post_lifecycle(client, "installed", body).status_code == 204
+    assert Installation.objects.values_list(
+        "principal" if field == "principal" else "installed_by", flat=True
+    ).get() == account_of_depth(MAX_ACCOUNT_DEPTH)
+
+
+@pytest.mark.parametrize("field", ["principal", "user"])
+@pytest.mark.parametrize("over", ["size", "depth"])
+def test_accounts_one_past_their_limits_refused(
+    client: Client,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    field: str,
+    over: str,
+) -> None:
+    account = (
+        account_of_size(MAX_ACCOUNT_JSON_BYTES + 1)
+        if over == "size"
+        else account_of_depth(MAX_ACCOUNT_DEPTH + 1)
+    )
+    response = post_lifecycle(client, "installed", body_with(field, account))
+    assert_refused(response, 400, [], sent_signals, caplog, f"payload_{field}")
+
+
+def reinstall_token_of_length(length: int) -> str:
+    """A genuine re-install token of exactly ``length`` characters (padded with a claim)."""
+    unpadded = len(lifecycle_token(SHARED_SECRET, "/bitbucket/installed", pad=""))
+    # Base64 makes 4 characters of 3 bytes: start a little short of the length and grow.
+    padding = max(0, (length - unpadded) * 3 // 4 - 4)
+    token = ""
+    while len(token) < length:
+        token = lifecycle_token(SHARED_SECRET, "/bitbucket/installed", pad="x" * padding)
+        padding += 1
+    assert len(token) == length
+    return token
+
+
+def test_token_of_exactly_the_length_limit_accepted(
+    client: Client, installed: Installation
+) -> None:
+    token = reinstall_token_of_length(MAX_TOKEN_LENGTH)
+    body = lifecycle_body(shared_secret=NEW_SECRET)
+    assert post_lifecycle(client, "installed", body, token=token).status_code == 204
+    assert Installation.objects.get().shared_secret == NEW_SECRET
+
+
+def test_token_one_character_over_the_length_limit_refused(
+    client: Client,
+    installed: Installation,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    before = installation_rows()
+    token = reinstall_token_of_length(MAX_TOKEN_LENGTH + 1)
+    body = lifecycle_body(shared_secret=NEW_SECRET)
+    response = post_lifecycle(client, "installed", body, token=token)
+    assert_refused(response, 401, before, sent_signals, caplog, "token_malformed")
+
+
+# --- log lines ------------------------------------------------------------------------------
+
+
+def lifecycle_log_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, dict[str, str]]]:
+    """(level, what happened, fields) of each line the app logged: "lifecycle installed
+    refused: reason=x client_key=y" gives ("WARNING", "lifecycle installed refused",
+    {"reason": "x", "client_key": "y"})."""
+    lines = []
+    for record in caplog.records:
+        if record.name == "bitbucket_install":
+            event, _, fields = record.getMessage().partition(": ")
+            pairs = dict(field.split("=", 1) for field in fields.split(" "))
+            lines.append((record.levelname, event, pairs))
+    return lines
+
+
+def test_log_lines_name_the_event_the_reason_and_the_client_key(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    post_lifecycle(client, "installed", lifecycle_body())
+    post_lifecycle(client, "installed", claim(clientKey=OTHER_APP_CLIENT_KEY))
+    post_lifecycle(client, "installed", b"{not json")
+    post_lifecycle(client, "installed", lifecycle_body(shared_secret=NEW_SECRET))
+    post_lifecycle(client, "uninstalled", lifecycle_body("uninstalled"), secret=OTHER_SECRET)
+    post_lifecycle(client, "uninstalled", lifecycle_body("uninstalled"), secret=SHARED_SECRET)
+    assert lifecycle_log_lines(caplog) == [
+        ("INFO", "lifecycle installed accepted", {"client_key": CLIENT_KEY}),
+        (
+            "WARNING",
+            "lifecycle installed refused",
+            {"reason": "payload_client_key_other_app", "client_key": OTHER_APP_CLIENT_KEY},
+        ),
+        (
+            "WARNING",
+            "lifecycle installed refused",
+            {"reason": "payload_not_json", "client_key": "None"},
+        ),
+        (
+            "WARNING",
+            "lifecycle installed refused",
+            {"reason": "token_missing", "client_key": CLIENT_KEY},
+        ),
+        (
+            "WARNING",
+            "lifecycle uninstalled refused",
+            {"reason": "token_signature", "client_key": CLIENT_KEY},
+        ),
+        ("INFO", "lifecycle uninstalled accepted", {"client_key": CLIENT_KEY}),
+    ]
+
+
+def test_no_log_record_carries_a_secret_or_a_token(
+    client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way through the lifecycle, with every logger listening: none writes a secret
+    or a token (trust rule 4), not even in a traceback."""
+    caplog.set_level(logging.DEBUG)
+    installed_path, uninstalled_path = "/bitbucket/installed", "/bitbucket/uninstalled"
+    tokens = [
+        lifecycle_token(NEW_SECRET, installed_path),  # wrong secret
+        lifecycle_token(SHARED_SECRET, uninstalled_path),  # wrong qsh
+        lifecycle_token(SHARED_SECRET, installed_path),  # the rotation
+        lifecycle_token(OTHER_SECRET, installed_path, iss=OTHER_CLIENT_KEY),  # database error
+        signed_with(ECDSA_SECRET, installed_path, iss=OTHER_CLIENT_KEY),  # a stored unusable one
+        lifecycle_token(NEW_SECRET, uninstalled_path),  # the uninstall
+    ]
+    rotation = lifecycle_body(shared_secret=NEW_SECRET)
+    responses = [
+        post_lifecycle(client, "installed", lifecycle_body()),
+        post_lifecycle(client, "installed", lifecycle_body()),  # a plain retry
+        post_lifecycle(client, "installed", rotation),  # unsigned rotation
+        post_lifecycle(client, "installed", rotation, token=tokens[0]),
+        post_lifecycle(client, "installed", rotation, token=tokens[1]),
+        post_lifecycle(client, "installed", rotation, token=tokens[2]),
+        post_lifecycle(client, "installed", lifecycle_body(shared_secret=ECDSA_SECRET)),
+    ]
+    Installation.objects.create(client_key=OTHER_CLIENT_KEY, shared_secret=OTHER_SECRET)
+    other = lifecycle_body(client_key=OTHER_CLIENT_KEY, shared_secret="next-" + OTHER_SECRET)
+
+    def failing_save(self: Installation, *args: Any, **kwargs: Any) -> None:
+        raise OperationalError("database is locked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Installation, "save", failing_save)
+        responses.append(post_lifecycle(client, "installed", other, token=tokens[3]))
+    Installation.objects.filter(client_key=OTHER_CLIENT_KEY).update(shared_secret=ECDSA_SECRET)
+    responses.append(
+        post_lifecycle(
+            client, "installed", lifecycle_body(client_key=OTHER_CLIENT_KEY), token=tokens[4]
+        )
+    )
+    uninstall = lifecycle_body("uninstalled", shared_secret=NEW_SECRET)
+    responses.append(post_lifecycle(client, "uninstalled", uninstall, token=tokens[5]))
+    statuses = [response.status_code for response in responses]
+    assert statuses == [204, 204, 401, 401, 401, 204, 400, 503, 401, 204]
+    assert len(caplog.records) >= len(responses)
+    logged = caplog.text + "".join(
+        f"{record.getMessage()}{record.args!r}{record.__dict__!r}" for record in caplog.records
+    )
+    for secret in (SHARED_SECRET, NEW_SECRET, OTHER_SECRET, "next-" + OTHER_SECRET):
+        assert secret not in logged
+    assert ECDSA_SECRET not in logged
+    for token in tokens:
+        assert token not in logged
+        assert token.split(".")[2] not in logged  # not even the signature alone
 
 
 # --- database errors and races --------------------------------------------------------
@@ -797,6 +1458,7 @@ def test_database_error_on_first_install_gives_503(
     monkeypatch.setattr(Installation, "save", failing_save)
     response = post_lifecycle(client, "installed", lifecycle_body())
     assert response.status_code == 503
+    assert response["Cache-Control"] == "no-store"
     assert installation_rows() == []  # ... and rolled back
     assert sent_signals.none_sent
 
@@ -808,6 +1470,7 @@ def test_database_error_on_rotation_gives_503(
     body = lifecycle_body(shared_secret=NEW_SECRET)
     response = post_lifecycle(client, "installed", body, secret=SHARED_SECRET)
     assert response.status_code == 503
+    assert response["Cache-Control"] == "no-store"
     assert installation_rows() == before
     assert sent_signals.none_sent
 
@@ -819,6 +1482,7 @@ def test_database_error_on_uninstall_gives_503(
     body = lifecycle_body("uninstalled")
     response = post_lifecycle(client, "uninstalled", body, secret=SHARED_SECRET)
     assert response.status_code == 503
+    assert response["Cache-Control"] == "no-store"
     assert installation_rows() == before
     assert sent_signals.none_sent
 
@@ -832,6 +1496,7 @@ def test_database_error_on_lookup_gives_503(
     monkeypatch.setattr(InstallationQuerySet, "locked", failing_lookup)
     response = post_lifecycle(client, "installed", lifecycle_body())
     assert response.status_code == 503
+    assert response["Cache-Control"] == "no-store"
     assert installation_rows() == []
     assert sent_signals.none_sent
 

@@ -30,9 +30,10 @@ import json
 import os
 import re
 import string
+import unicodedata
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote, quote_from_bytes, quote_plus
+from urllib.parse import quote, quote_from_bytes, quote_plus, urlsplit
 
 import pytest
 from atlassian_jwt import url_utils
@@ -43,7 +44,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings
 
+from bitbucket_install.identifiers import HIDDEN_CATEGORIES, clean_display_text
 from bitbucket_install.models import Installation
+from bitbucket_install.payloads import ExpectedApp, PayloadError, check_claim, parse_lifecycle
 from bitbucket_install.signals import installed, uninstalled
 from bitbucket_install.tokens import (
     CLIENT_KEY_PATTERN,
@@ -570,7 +573,7 @@ def test_any_authorization_header_on_a_known_installation_is_refused(
         shared_secret="rotated-secret-0123456789" if rotate else INSTALL_SECRET,
     )
     if event_type == "installed" and not rotate:
-        body["baseUrl"] = "https://bitbucket.example"  # not a plain retry of the install
+        body["baseUrl"] = "https://bitbucket.org/elsewhere"  # not a plain retry of the install
     before = snapshot()
     sent_signals.calls.clear()
 
@@ -589,3 +592,110 @@ def test_any_authorization_header_on_a_known_installation_is_refused(
         assert response.status_code == 401
     assert snapshot() == before
     assert sent_signals.none_sent
+
+
+# Text as accounts carry it, leaning on the characters that hide or reorder what is shown.
+HIDDEN_PRONE_TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(exclude_categories=["Cs"]),
+        st.sampled_from(["\u202e", "\u202d", "\u200b", "\ufeff", "\x1b", "\r", "\n", "\u00a0"]),
+    ),
+    max_size=20,
+)
+ACCOUNT_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | HIDDEN_PRONE_TEXT,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "name", "links"]), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def shown_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in shown_strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in shown_strings(item)]
+    return []
+
+
+@examples(1.0)
+@given(
+    display_name=HIDDEN_PRONE_TEXT,
+    username=HIDDEN_PRONE_TEXT,
+    extra=ACCOUNT_VALUES,
+    user=st.dictionaries(st.sampled_from(["display_name", "nickname"]), ACCOUNT_VALUES),
+)
+def test_any_account_text_is_kept_without_hidden_characters(
+    display_name: str, username: str, extra: Any, user: dict[str, Any]
+) -> None:
+    principal = {"display_name": display_name, "username": username, "extra": extra}
+    body = json.dumps(lifecycle_body(principal=principal, user=user)).encode()
+    if "\\u0000" in json.dumps([principal, user]):
+        # NUL, which no database takes, is refused rather than cleaned.
+        with pytest.raises(PayloadError):
+            parse_lifecycle(body, "installed")
+        return
+    payload = parse_lifecycle(body, "installed")
+    texts = [payload.principal_name, *shown_strings(payload.principal)]
+    texts += shown_strings(payload.user)
+    for text in texts:
+        assert not any(unicodedata.category(char) in HIDDEN_CATEGORIES for char in text)
+    # Only the hidden characters went (other spaces became plain ones), in the same order.
+    expected_name = clean_display_text(display_name, 255) or clean_display_text(username, 255)
+    assert payload.principal_name == expected_name
+
+
+URL_PIECES = st.sampled_from(
+    [
+        "https://",
+        "http://",
+        "HTTPS://",
+        "bitbucket.org",
+        "api.bitbucket.org",
+        "BitBucket.org",
+        ".evil.com",
+        "user@",
+        ":443",
+        ":80",
+        ":8443",
+        "/",
+        "/2.0",
+        "?a=1",
+        "#x",
+        "169.254.169.254",
+        "[::1]",
+        "@",
+        "%2e",
+        "\\",
+    ]
+)
+
+
+@examples(1.0)
+@given(
+    base_url=st.lists(URL_PIECES, max_size=5).map("".join),
+    base_api_url=st.lists(URL_PIECES, max_size=5).map("".join),
+)
+def test_an_accepted_claim_has_its_urls_on_bitbucket_origins(
+    base_url: str, base_api_url: str
+) -> None:
+    app = ExpectedApp(
+        key="example-app",
+        registered_key="example-app",
+        bitbucket_origins=frozenset({"https://bitbucket.org", "https://api.bitbucket.org"}),
+    )
+    body = json.dumps(lifecycle_body(baseUrl=base_url, baseApiUrl=base_api_url)).encode()
+    try:
+        check_claim(parse_lifecycle(body, "installed"), app)
+    except PayloadError:
+        return
+    for url in (base_url, base_api_url):
+        parts = urlsplit(url)
+        assert parts.scheme.lower() == "https"
+        assert parts.hostname in {"bitbucket.org", "api.bitbucket.org"}
+        assert parts.username is None
+        assert parts.port in {None, 443}

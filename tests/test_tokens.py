@@ -20,6 +20,7 @@ from django.utils.encoding import escape_uri_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitbucket_install.identifiers import is_usable_hmac_secret
 from bitbucket_install.tokens import (
     CONTEXT_QSH,
     MAX_TOKEN_LENGTH,
@@ -426,6 +427,41 @@ def test_token_older_than_max_age_refused() -> None:
     assert verify(token, max_age=200)["iat"] == NOW - 100
 
 
+@pytest.mark.parametrize(
+    ("times", "options", "expected"),
+    [
+        # exp + leeway == now: the last second a token is good.
+        ({"iat": NOW - 100, "exp": NOW - 30}, {"leeway": 30}, None),
+        ({"iat": NOW - 100, "exp": NOW - 31}, {"leeway": 30}, "token_expired"),
+        ({"iat": NOW - 100, "exp": NOW - 30}, {"leeway": 30, "now": NOW + 0.5}, "token_expired"),
+        ({"iat": NOW - 100, "exp": NOW}, {"leeway": 0}, None),
+        ({"iat": NOW - 100, "exp": NOW - 1}, {"leeway": 0}, "token_expired"),
+        # iat - leeway == now: the earliest a token may say it was issued.
+        ({"iat": NOW + 30, "exp": NOW + 200}, {"leeway": 30}, None),
+        ({"iat": NOW + 31, "exp": NOW + 200}, {"leeway": 30}, "token_issued_in_future"),
+        ({"iat": NOW + 30.5, "exp": NOW + 200}, {"leeway": 30}, "token_issued_in_future"),
+        ({"iat": NOW, "exp": NOW + 200}, {"leeway": 0}, None),
+        ({"iat": NOW + 1, "exp": NOW + 200}, {"leeway": 0}, "token_issued_in_future"),
+        # exp - iat == max_age: the longest lifetime taken.
+        ({"iat": NOW, "exp": NOW + 600}, {"max_age": 600}, None),
+        ({"iat": NOW, "exp": NOW + 601}, {"max_age": 600}, "token_too_old"),
+        ({"iat": NOW - 500, "exp": NOW + 100}, {"max_age": 600}, None),
+        ({"iat": NOW - 501, "exp": NOW + 100}, {"max_age": 600}, "token_too_old"),
+        ({"iat": NOW, "exp": NOW + 1}, {"max_age": 1}, None),
+        ({"iat": NOW, "exp": NOW + 2}, {"max_age": 1}, "token_too_old"),
+    ],
+    ids=repr,
+)
+def test_time_checks_at_their_exact_edges(
+    times: dict[str, float], options: dict[str, Any], expected: str | None
+) -> None:
+    token = hand_signed(HS256_HEADER, claims(**times))
+    if expected is None:
+        assert verify(token, **options)["exp"] == times["exp"]
+    else:
+        assert refused(token, **options) == expected
+
+
 def test_wrong_qsh_refused() -> None:
     token = hand_signed(HS256_HEADER, claims(qsh=query_string_hash("GET", "/installed", "")))
     assert refused(token) == "token_qsh"
@@ -454,6 +490,8 @@ def test_context_qsh_refused() -> None:
         " leading",
         "",
         "<script>",
+        "connection:<b>7</b>",
+        'ari:cloud:bitbucket::app/{x}/example-app"><img src=x>',
         "clé",
     ],
     ids=repr,
@@ -506,6 +544,49 @@ def test_audience_mismatch_refused(aud: object) -> None:
 def test_list_audience_mismatch_with_explicit_audience_refused() -> None:
     token = hand_signed(HS256_HEADER, claims(aud=[ISSUER]))
     assert refused(token, audience="https://app.example.com") == "token_audience"
+
+
+# --- secrets PyJWT refuses as HMAC keys ------------------------------------------------------
+
+# Shaped like public keys, certificates or JWKs: PyJWT will not key HMAC with them (its
+# defence against algorithm confusion), so a token can never verify against them.
+UNUSABLE_SECRETS = [
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY=",
+    "ecdsa-sha2-nistp256AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY",
+    "ssh-ed25519AAAAC3NzaC1lZDI1NTE5AAAAIG",
+    "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ",
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n",
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+    '{"kty":"oct","k":"c2VjcmV0"}',
+    '{"keys": [{"kty": "RSA", "n": "x", "e": "AQAB"}]}',
+    '[{"kty":"EC"}]',
+]
+
+
+@pytest.mark.parametrize("secret", UNUSABLE_SECRETS, ids=repr)
+def test_unusable_secret_is_a_token_error(secret: str) -> None:
+    token = hand_signed(HS256_HEADER, claims(), secret=secret)
+    assert refused(token, secret) == "secret_unusable"
+    assert refused(token, secret) == "secret_unusable"  # every time, not only the first
+    assert not is_usable_hmac_secret(secret)
+
+
+@pytest.mark.parametrize("secret", UNUSABLE_SECRETS[:3], ids=repr)
+def test_unusable_secret_does_not_hide_a_malformed_token(secret: str) -> None:
+    """A token that is wrong on its own is refused for that, whatever the secret."""
+    bad_payload = f"{segment(HS256_HEADER)}.{b64(b'not json')}.sig"
+    assert refused(bad_payload, secret) == "token_malformed"
+    assert refused("a.b.c", secret) == "token_malformed"
+    other_algorithm = hand_signed({"alg": "HS512", "typ": "JWT"}, claims(), secret, "sha512")
+    assert refused(other_algorithm, secret) == "token_algorithm"
+
+
+@pytest.mark.parametrize(
+    "secret", ['{"a":1}', "{", "[1,2]", "ssh", "ecdsa", "-----BEGIN", "x509"], ids=repr
+)
+def test_secrets_only_resembling_keys_are_usable(secret: str) -> None:
+    assert is_usable_hmac_secret(secret)
+    assert verify(hand_signed(HS256_HEADER, claims(), secret=secret), secret)["iss"] == ISSUER
 
 
 # --- malformed tokens ------------------------------------------------------------------------
@@ -566,12 +647,31 @@ def test_non_str_token_refused(token: object) -> None:
     assert refused(token) == "token_malformed"
 
 
-def test_token_at_the_length_limit_is_read() -> None:
-    token = hand_signed(HS256_HEADER, claims(pad=""))
-    padding = MAX_TOKEN_LENGTH - len(token)
-    token = hand_signed(HS256_HEADER, claims(pad="x" * (padding * 3 // 4)))
-    assert len(token) <= MAX_TOKEN_LENGTH
+def token_of_length(length: int) -> str:
+    """A valid token of exactly ``length`` characters, padded with a claim."""
+    unpadded = len(hand_signed(HS256_HEADER, claims(pad="")))
+    # Base64 makes 4 characters of 3 bytes: start a little short of the length and grow.
+    padding = max(0, (length - unpadded) * 3 // 4 - 4)
+    token = ""
+    while len(token) < length:
+        token = hand_signed(HS256_HEADER, claims(pad="x" * padding))
+        padding += 1
+    assert len(token) == length
+    return token
+
+
+def test_token_of_exactly_the_length_limit_is_read_and_verified() -> None:
+    token = token_of_length(MAX_TOKEN_LENGTH)
+    assert read_unverified(token).issuer == ISSUER
     assert verify(token)["iss"] == ISSUER
+
+
+def test_token_one_character_over_the_length_limit_refused() -> None:
+    token = token_of_length(MAX_TOKEN_LENGTH + 1)
+    assert refused(token) == "token_malformed"
+    with pytest.raises(TokenError) as caught:
+        read_unverified(token)
+    assert caught.value.reason == "token_malformed"
 
 
 def test_read_unverified_does_not_check_the_signature() -> None:

@@ -1,4 +1,4 @@
-"""Concurrent first ``installed`` lifecycle callbacks of one clientKey (issue 3).
+"""Concurrent first ``installed`` lifecycle callbacks of one clientKey.
 
 Bitbucket retries callbacks, and two deliveries of the first install can arrive at the
 same moment. Whatever the timing: one row per clientKey, never a 5xx, and a second secret
@@ -21,6 +21,11 @@ pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
 # Each round races on a fresh clientKey: a few rounds make a real overlap (the insert that
 # loses on the unique constraint) likely on every run, not just possible.
 ROUNDS = 5
+
+
+def client_key_of(name: str) -> str:
+    """A clientKey of this registered app (example-app), unique to ``name``."""
+    return f"ari:cloud:bitbucket::app/{{{name}}}/example-app"
 
 
 def installed_request(
@@ -53,14 +58,16 @@ def test_identical_first_installs_make_one_row(
     live_server: LiveServer, signal_log: SignalLog, deliveries: int
 ) -> None:
     for round_number in range(ROUNDS):
-        client_key = f"concurrent-same-{round_number}"
+        client_key = client_key_of(f"concurrent-same-{round_number}")
         requests = [
             installed_request(live_server, client_key, "the-one-secret") for _ in range(deliveries)
         ]
 
-        statuses = [response.status for response in send_together(requests)]
+        responses = send_together(requests)
+        statuses = [response.status for response in responses]
 
         assert set(statuses) in ({204}, {204, 401}), statuses
+        assert {response.headers["Cache-Control"] for response in responses} == {"no-store"}
         rows = list(Installation.objects.filter(client_key=client_key).values())
         assert len(rows) == 1
         assert rows[0]["shared_secret"] == "the-one-secret"
@@ -74,7 +81,7 @@ def test_first_installs_with_different_secrets_keep_the_winner(
     live_server: LiveServer, signal_log: SignalLog
 ) -> None:
     for round_number in range(ROUNDS):
-        client_key = f"concurrent-rival-{round_number}"
+        client_key = client_key_of(f"concurrent-rival-{round_number}")
         secrets = ["secret-of-request-a", "secret-of-request-b"]
         requests = [installed_request(live_server, client_key, secret) for secret in secrets]
 
