@@ -36,12 +36,12 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
-from bitbucket_install import simulator
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed
+from bitbucket_install.simulator import transport as simulator_transport
 from example_project.demo import receivers
 from example_project.demo.management.commands import demo as demo_command
-from tests.test_simulator import Router
+from tests.simulator.helpers import Router
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
@@ -408,7 +408,7 @@ def test_whole_install_through_the_simulator_shows_the_message(
         "https://app.example.com/bitbucket/atlassian-connect.json"
     )
     settings.BITBUCKET_INSTALL_DESCRIPTOR = {"key": "example-app", "name": "Example app"}
-    monkeypatch.setattr(simulator, "transport", Router())
+    monkeypatch.setattr(simulator_transport, "send", Router())
     cache.clear()
     user = django_user_model.objects.create_user("ada", password="pw-ada-123")
     client.force_login(user)
