@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.shortcuts import resolve_url
 from django.urls import NoReverseMatch, reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, host_of, is_plain_origin
 from bitbucket_install.conf import DURATIONS, app_settings, is_duration, is_strong_app_secret
@@ -277,10 +276,7 @@ def check_redirect_targets(
                 )
             )
             continue
-        # Relative by Django's own test (browsers read "/\evil.test" as another site), or
-        # on the base URL's host, whatever the port.
-        relative = url_has_allowed_host_and_scheme(target, allowed_hosts=set())
-        if base_host is not None and not relative and host_of(target) != base_host:
+        if base_host is not None and not app_settings.is_on_this_site(target):
             found.append(
                 _message(
                     "E021",

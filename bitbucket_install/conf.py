@@ -12,8 +12,9 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from django.conf import settings as django_settings
 from django.urls import NoReverseMatch, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from bitbucket_install.authorize import InstallLink
+from bitbucket_install.authorize import InstallLink, host_of
 from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH, origin
 
 DEFAULT_AUTHORIZE_URL = "https://bitbucket.org/site/addons/authorize"
@@ -207,6 +208,14 @@ class Settings:
             base_url=self.BASE_URL,
             authorize_origins=None if django_settings.DEBUG else self.BITBUCKET_ORIGINS,
         )
+
+    def is_on_this_site(self, url: str) -> bool:
+        """Is ``url`` (as ``resolve_url`` gives it) a path here, or on the base URL's host?
+        Relative by Django's own test: browsers read "/\\evil.test" as another site."""
+        if url_has_allowed_host_and_scheme(url, allowed_hosts=set()):
+            return True
+        base_host = host_of(self.BASE_URL or "")
+        return base_host is not None and host_of(url) == base_host
 
     def absolute_url(self, path: str) -> str:
         """``path`` (as ``reverse`` gives it) on the scheme and host of the base URL."""

@@ -151,8 +151,12 @@ class CallbackView(View):
             target = (decision.flow.next if decision.flow else "") or app_settings.SUCCESS_URL
         else:
             target = app_settings.FAILURE_URL
-        url = resolve_url(target) if target else reverse("bitbucket_install:result")
-        return HttpResponseRedirect(url, status=303)
+        url = resolve_url(target) if target else ""
+        if url and not app_settings.is_on_this_site(url):
+            # Check E021 reports such a setting; users are not sent to another site.
+            logger.warning("install return: success or failure URL not on this site ignored")
+            url = ""
+        return HttpResponseRedirect(url or reverse("bitbucket_install:result"), status=303)
 
     @staticmethod
     def rejected(request: HttpRequest) -> HttpResponse:
