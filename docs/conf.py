@@ -13,7 +13,7 @@ VERSION_PATTERN = re.compile(r'^__version__ = "([^"]+)"$', re.MULTILINE)
 
 project = "django-bitbucket-install"
 author = "django-bitbucket-install developers"
-copyright = "the django-bitbucket-install developers"  # noqa: A001 (Sphinx's name)
+copyright = "the django-bitbucket-install developers"
 match = VERSION_PATTERN.search((ROOT / "bitbucket_install" / "__init__.py").read_text())
 release = version = match.group(1) if match else "unknown"
 
