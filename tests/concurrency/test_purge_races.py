@@ -30,7 +30,9 @@ from tests.lifecycle_helpers import lifecycle_body, lifecycle_token
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
 
-CLIENT_KEY = "connection:purge-race"
+# Keys of this registered app (example-app), as Bitbucket makes them.
+CLIENT_KEY = "ari:cloud:bitbucket::app/{purge-race}/example-app"
+STALE_KEY = "ari:cloud:bitbucket::app/{purge-stale}/example-app"
 KEPT_SECRET = "secret-kept-since-the-uninstall-0123"
 NEW_SECRET = "secret-of-the-re-install-456789abc"
 # How long the purge, between choosing its rows and deleting them, waits for the
@@ -86,7 +88,7 @@ def test_a_reinstall_during_the_purge_survives(
     reinstall: Reinstall, signal_log: SignalLog
 ) -> None:
     long_ago = timezone.now() - timedelta(days=100)
-    for client_key in (CLIENT_KEY, "connection:purge-stale"):
+    for client_key in (CLIENT_KEY, STALE_KEY):
         Installation.objects.create(
             client_key=client_key,
             shared_secret=KEPT_SECRET,
@@ -104,7 +106,7 @@ def test_a_reinstall_during_the_purge_survives(
     assert row["uninstalled_at"] is None
     assert row["shared_secret"] == NEW_SECRET
     assert row["principal_name"] == "Acme Team"
-    assert not Installation.objects.filter(client_key="connection:purge-stale").exists()
+    assert not Installation.objects.filter(client_key=STALE_KEY).exists()
     assert Installation.objects.count() == 1
     # The purge held the row's lock: the re-install waited for the purge to commit (and
     # then installed afresh, trusted on first use).
