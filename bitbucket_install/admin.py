@@ -1,19 +1,26 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import Q, QuerySet, Value
+from django.db import connections, transaction
+from django.db.models import Model, Q, QuerySet, Value
+from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Upper
-from django.http import HttpRequest
-from django.utils import timezone
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from bitbucket_install.models import Installation
+from bitbucket_install.signals import send_on_commit, uninstalled
 
 if TYPE_CHECKING:
     ModelAdmin = admin.ModelAdmin[Installation]
@@ -84,15 +91,76 @@ def estimated_rows(queryset: QuerySet[Any]) -> int | None:
     return int(row[0])
 
 
+# Columns no admin lookup may name, through any relation, transform or lookup: counting
+# the rows that match ?shared_secret__startswith=... recovers a secret one character at a
+# time, and confirmed_flow is the SHA-256 of a flow, which must stay as unguessable.
+SECRET_FIELDS = frozenset({"shared_secret", "confirmed_flow"})
+
+# What the change page shows of the ``principal`` and ``installed_by`` JSON, in this order.
+ACCOUNT_KEYS = [
+    ("display_name", _("Name")),
+    ("type", _("Type")),
+    ("uuid", _("UUID")),
+]
+
+
+def account_details(account: object) -> SafeString | None:
+    """A Bitbucket account as Bitbucket sent it (a workspace, a user), as a short
+    definition list; None when it holds none of ``ACCOUNT_KEYS``."""
+    if not isinstance(account, dict):
+        return None
+    shown = [(label, account[key]) for key, label in ACCOUNT_KEYS if key in account]
+    if not shown:
+        return None
+    return format_html(
+        '<dl class="bitbucket-install-account">{}</dl>',
+        format_html_join("", "<dt>{}</dt><dd>{}</dd>", shown),
+    )
+
+
+def short_date(moment: datetime) -> SafeString:
+    """The day of ``moment`` (local time, the short format), the full date and time in its
+    tooltip: the changelist has room for a day, not for the time of day."""
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        formats.date_format(local, "DATETIME_FORMAT"),
+        formats.date_format(local, "SHORT_DATE_FORMAT"),
+    )
+
+
+def uninstall(queryset: QuerySet[Installation], request: HttpRequest) -> int:
+    """What a verified ``uninstalled`` callback does, for each installation of
+    ``queryset`` still installed: ``uninstalled_at`` set, the secret kept, the
+    ``uninstalled`` signal sent after commit. How many it marked."""
+    now = timezone.now()
+    with transaction.atomic(using=queryset.db):
+        # Locked, and re-read under the lock, so a lifecycle callback of the same row
+        # either comes first (and is seen here) or waits for this transaction.
+        marking = list(
+            Installation.objects.using(queryset.db)
+            .select_for_update()
+            .filter(pk__in=queryset.values("pk"), uninstalled_at__isnull=True)
+            .order_by("pk")
+        )
+        Installation.objects.using(queryset.db).filter(
+            pk__in=[installation.pk for installation in marking]
+        ).update(uninstalled_at=now, updated_at=now)
+        for installation in marking:
+            installation.uninstalled_at = installation.updated_at = now
+            send_on_commit(uninstalled, installation=installation, request=request)
+    return len(marking)
+
+
 @admin.register(Installation)
 class InstallationAdmin(ModelAdmin):
     list_display = [
         "client_key",
         "principal_name",
         "user",
+        "created_on",
         "status",
-        "created_at",
-        "uninstalled_at",
     ]
     # No "product_type" filter: every row says "bitbucket", and listing its values is a
     # scan of the whole table on every page load.
@@ -100,29 +168,39 @@ class InstallationAdmin(ModelAdmin):
     list_select_related = ["user"]
     # What get_search_results does; the search box shows when this is not empty.
     search_fields = ["=client_key", "^principal_name", "=principal_uuid"]
-    raw_id_fields = ["user"]
+    search_help_text = _(
+        "Finds the exact clientKey, workspaces whose name starts with the term, "
+        "or the exact workspace UUID, in any case."
+    )
     show_full_result_count = False
     paginator = InstallationPaginator
     date_hierarchy = None
-    exclude = ["shared_secret", "confirmed_flow"]
+    # Everything is read-only: the rows are what Bitbucket's callbacks and the return trip
+    # recorded (the connected user is changed by the action below, not by hand). The
+    # secret and the flow's hash are not shown at all.
     readonly_fields = [
         "client_key",
+        "principal_name",
+        "principal_uuid",
+        "workspace_details",
+        "connected_user",
+        "installer_details",
         "addon_key",
-        "public_key",
+        "product_type",
         "base_url",
         "base_api_url",
-        "product_type",
-        "principal",
-        "principal_uuid",
-        "principal_name",
-        "installed_by",
+        "public_key",
+        "created_at",
         "installed_at",
         "confirmed_at",
         "uninstalled_at",
-        "created_at",
         "updated_at",
     ]
-    actions = ["mark_uninstalled"]
+    fields = tuple(readonly_fields)
+    actions = ["mark_uninstalled", "disconnect_user"]
+
+    class Media:
+        css = {"all": ["bitbucket_install/admin.css"]}
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Installation], search_term: str
@@ -147,24 +225,93 @@ class InstallationAdmin(ModelAdmin):
         )
         return matches, False
 
-    @admin.display(description=_("status"), boolean=True)
-    def status(self, installation: Installation) -> bool:
-        return installation.is_installed
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        # Refused, the admin answers 400 whatever the value: nothing to count.
+        if not SECRET_FIELDS.isdisjoint(lookup.split(LOOKUP_SEP)):
+            return False
+        allowed: bool = super().lookup_allowed(lookup, value, request)
+        return allowed
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created_on(self, installation: Installation) -> SafeString:
+        return short_date(installation.created_at)
+
+    # The day it was uninstalled is the status too: one column where two did not fit.
+    @admin.display(description=_("status"), ordering="uninstalled_at")
+    def status(self, installation: Installation) -> SafeString:
+        if installation.uninstalled_at is None:
+            return format_html("{}", _("Installed"))
+        return format_html("{}<br>{}", _("Uninstalled"), short_date(installation.uninstalled_at))
+
+    @admin.display(description=_("workspace (as Bitbucket sent it)"))
+    def workspace_details(self, installation: Installation) -> str:
+        return account_details(installation.principal) or self.get_empty_value_display()
+
+    @admin.display(description=_("installed by (Bitbucket user)"))
+    def installer_details(self, installation: Installation) -> str:
+        return account_details(installation.installed_by) or self.get_empty_value_display()
+
+    @admin.display(description=_("connected user"))
+    def connected_user(self, installation: Installation) -> str:
+        user: Model | None = installation.user
+        if user is None:
+            return self.get_empty_value_display()
+        if not self.admin_site.is_registered(type(user)):
+            return str(user)
+        options = user._meta
+        url = reverse(
+            f"admin:{options.app_label}_{options.model_name}_change",
+            args=[quote(user.pk)],
+            current_app=self.admin_site.name,
+        )
+        return format_html('<a href="{}">{}</a>', url, user)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Nothing on the page is editable: no Save buttons, a Close link instead (as for a
+        # user who may only view).
+        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Installations come from Bitbucket's callbacks; a hand-made row has no secret.
         return False
 
-    @admin.action(description=_("Mark selected installations as uninstalled"))
+    def has_delete_permission(self, request: HttpRequest, obj: Installation | None = None) -> bool:
+        # Deleting throws the kept secret away, and the next unsigned `installed` callback
+        # of that clientKey would then set one of its own choosing. Rows are soft-deleted
+        # (the action below); bitbucket_install_purge removes old ones on purpose.
+        return False
+
+    @admin.action(
+        description=_("Mark selected installations as uninstalled"), permissions=["change"]
+    )
     def mark_uninstalled(self, request: HttpRequest, queryset: QuerySet[Installation]) -> None:
-        count = queryset.filter(uninstalled_at__isnull=True).update(
-            uninstalled_at=timezone.now(), updated_at=timezone.now()
-        )
+        count = uninstall(queryset, request)
         self.message_user(
             request,
             ngettext(
                 "%(count)d installation was marked as uninstalled.",
                 "%(count)d installations were marked as uninstalled.",
+                count,
+            )
+            % {"count": count},
+            messages.SUCCESS,
+        )
+
+    @admin.action(description=_("Disconnect from the local user"), permissions=["change"])
+    def disconnect_user(self, request: HttpRequest, queryset: QuerySet[Installation]) -> None:
+        count = queryset.filter(user__isnull=False).update(user=None, updated_at=timezone.now())
+        self.message_user(
+            request,
+            ngettext(
+                "%(count)d installation was disconnected from its local user.",
+                "%(count)d installations were disconnected from their local users.",
                 count,
             )
             % {"count": count},

@@ -63,9 +63,9 @@ class Installation(models.Model):
     base_url = models.CharField(_("Bitbucket base URL"), max_length=255, blank=True)
     base_api_url = models.CharField(_("Bitbucket API URL"), max_length=255, blank=True)
     product_type = models.CharField(_("product type"), max_length=32, blank=True)
-    principal = models.JSONField(_("principal"), null=True, blank=True)
-    principal_uuid = models.CharField(_("principal UUID"), max_length=64, blank=True)
-    principal_name = models.CharField(_("principal"), max_length=255, blank=True)
+    principal = models.JSONField(_("workspace (as Bitbucket sent it)"), null=True, blank=True)
+    principal_uuid = models.CharField(_("workspace UUID"), max_length=64, blank=True)
+    principal_name = models.CharField(_("workspace"), max_length=255, blank=True)
     installed_by = models.JSONField(_("installed by (Bitbucket user)"), null=True, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL,

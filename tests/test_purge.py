@@ -1,16 +1,30 @@
-"""``manage.py bitbucket_install_purge``: delete installations uninstalled > N days ago."""
+"""``manage.py bitbucket_install_purge``: delete installations uninstalled > N days ago,
+in locked batches, and say that a purged clientKey is trusted on first use again."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.models.signals import post_delete, pre_delete
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from bitbucket_install.management.commands import bitbucket_install_purge
 from bitbucket_install.models import Installation
+from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
+
+TRUST_NOTE = (
+    "A purged clientKey is trusted on first use again: its next unsigned `installed` "
+    "callback sets a new shared secret.\n"
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -48,8 +62,25 @@ def remaining() -> set[str]:
     return set(Installation.objects.values_list("client_key", flat=True))
 
 
+@pytest.fixture
+def delete_receivers() -> Iterator[list[str]]:
+    """pre/post_delete receivers of Installation, as a project may connect: Django's
+    delete then selects the rows before deleting them by primary key. The client keys
+    each saw, in order."""
+    seen: list[str] = []
+
+    def receiver(signal: Any, instance: Installation, **kwargs: Any) -> None:
+        seen.append(f"{'pre' if signal is pre_delete else 'post'} {instance.client_key}")
+
+    pre_delete.connect(receiver, sender=Installation, weak=False)
+    post_delete.connect(receiver, sender=Installation, weak=False)
+    yield seen
+    pre_delete.disconnect(receiver, sender=Installation)
+    post_delete.disconnect(receiver, sender=Installation)
+
+
 def test_default_is_90_days(rows: None) -> None:
-    assert purge() == "2 installation(s) deleted.\n"
+    assert purge() == "2 installation(s) deleted.\n" + TRUST_NOTE
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -60,7 +91,7 @@ def test_default_is_90_days(rows: None) -> None:
 
 
 def test_days(rows: None) -> None:
-    assert purge("--days", "30") == "4 installation(s) deleted.\n"
+    assert purge("--days", "30") == "4 installation(s) deleted.\n" + TRUST_NOTE
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -69,18 +100,20 @@ def test_days(rows: None) -> None:
 
 
 def test_zero_days_purges_every_uninstalled_row(rows: None) -> None:
-    assert purge("--days=0") == "6 installation(s) deleted.\n"
+    assert purge("--days=0") == "6 installation(s) deleted.\n" + TRUST_NOTE
     assert remaining() == {"connection:installed"}
 
 
 def test_dry_run_deletes_nothing(rows: None) -> None:
     before = installation_rows()
-    assert purge("--days", "30", "--dry-run") == "4 installation(s) would be deleted.\n"
+    assert purge("--days", "30", "--dry-run") == (
+        "4 installation(s) would be deleted.\n" + TRUST_NOTE
+    )
     assert installation_rows() == before
 
 
 def test_nothing_to_purge(rows: None) -> None:
-    assert purge("--days", "1000") == "0 installation(s) deleted.\n"
+    assert purge("--days", "1000") == "0 installation(s) deleted.\n" + TRUST_NOTE
     assert len(remaining()) == 7
 
 
@@ -96,3 +129,98 @@ def test_days_must_be_a_number(rows: None) -> None:
     with pytest.raises(CommandError):
         purge("--days", "ten")
     assert installation_rows() == before
+
+
+@pytest.mark.parametrize("days", ["1000000000", "999999999", "800000"])
+def test_days_out_of_range_refused(rows: None, days: str, sent_signals: SignalRecorder) -> None:
+    before = installation_rows()
+    with pytest.raises(CommandError, match=rf"^--days {days} is out of range: it must be at most"):
+        purge("--days", days)
+    assert installation_rows() == before
+    assert sent_signals.none_sent
+
+
+def test_the_largest_days_the_error_names_works(rows: None) -> None:
+    with pytest.raises(CommandError) as refused:
+        purge("--days", "1000000000")
+    found = re.search(r"at most (\d+) ", str(refused.value))
+    assert found is not None
+    at_most = found[1]
+    before = installation_rows()
+    assert purge("--days", at_most) == "0 installation(s) deleted.\n" + TRUST_NOTE
+    assert installation_rows() == before
+    with pytest.raises(CommandError, match="out of range"):
+        purge("--days", str(int(at_most) + 1))
+
+
+def test_help_says_a_purged_client_key_is_trusted_on_first_use_again() -> None:
+    command = bitbucket_install_purge.Command()
+    help_text = " ".join(
+        command.create_parser("manage.py", "bitbucket_install_purge").format_help().split()
+    )
+    assert "trusted on first use again" in help_text
+    assert "its next unsigned `installed` callback sets a new shared secret" in help_text
+
+
+def test_dry_run_counts_with_delete_receivers(rows: None, delete_receivers: list[str]) -> None:
+    before = installation_rows()
+    assert (
+        purge("--days", "0", "--dry-run") == "6 installation(s) would be deleted.\n" + TRUST_NOTE
+    )
+    assert installation_rows() == before
+    assert delete_receivers == []
+
+
+def test_purges_in_locked_batches(
+    rows: None, monkeypatch: pytest.MonkeyPatch, delete_receivers: list[str]
+) -> None:
+    monkeypatch.setattr(bitbucket_install_purge, "BATCH_SIZE", 4)
+    with CaptureQueriesContext(connection) as queries:
+        assert purge("--days", "0") == "6 installation(s) deleted.\n" + TRUST_NOTE
+    assert remaining() == {"connection:installed"}
+    deletes = [query["sql"] for query in queries if query["sql"].startswith("DELETE")]
+    assert len(deletes) == 2  # 4 rows, then 2
+    # The project's receivers saw each purged row once.
+    purged = [seen.split(" ", 1)[1] for seen in delete_receivers if seen.startswith("post")]
+    assert sorted(purged) == sorted(
+        [
+            "connection:1-day",
+            "connection:29-days",
+            "connection:31-days",
+            "connection:89-days",
+            "connection:91-days",
+            "connection:400-days",
+        ]
+    )
+
+
+def test_a_row_reinstalled_after_the_batch_was_chosen_stays(
+    rows: None, monkeypatch: pytest.MonkeyPatch, delete_receivers: list[str]
+) -> None:
+    """The delete re-checks each row of the batch: one re-installed after the batch was
+    chosen (here, by hand, in between; concurrently the lock makes the re-install wait,
+    see tests/concurrency/test_purge_races.py) is kept."""
+    choose = bitbucket_install_purge.stale
+    chosen: list[int] = []
+
+    def stale_then_reinstall(before: Any) -> Any:
+        if len(chosen) == 1:  # the batch was chosen: now its first row is re-installed
+            Installation.objects.filter(client_key="connection:400-days").update(
+                uninstalled_at=None, shared_secret="new-secret"
+            )
+        chosen.append(1)
+        return choose(before)
+
+    monkeypatch.setattr(bitbucket_install_purge, "stale", stale_then_reinstall)
+    assert purge() == "1 installation(s) deleted.\n" + TRUST_NOTE
+    assert remaining() == {
+        "connection:installed",
+        "connection:1-day",
+        "connection:29-days",
+        "connection:31-days",
+        "connection:89-days",
+        "connection:400-days",
+    }
+    kept = Installation.objects.get(client_key="connection:400-days")
+    assert kept.uninstalled_at is None
+    assert kept.shared_secret == "new-secret"
