@@ -1,17 +1,21 @@
 """The app's signals. The sender is always ``Installation``; receivers take ``**kwargs``.
 
 installed(installation, request, user, created)
-    An installation was confirmed by the browser's return trip and is committed.
-    ``user`` is the local user who started the flow here, or None when the return trip
-    carried no flow of this browser; ``created`` is True when this return made the row.
+    A return trip confirmed an installation (or connected it to a user) and it is
+    committed. ``user`` is the local user whose flow connected it, or None (no flow of
+    this browser, a flow started signed out, or an unsigned return that binds nobody);
+    ``created`` is True when this return made the row.
 
 install_failed(request, user, error, error_description)
-    Bitbucket reported an error, or the return trip failed verification. ``error`` is a
-    known code, one of the app's verification reasons, or an unknown code as received,
-    cleaned; ``error_description`` is untrusted text, already length-limited.
+    Bitbucket reported an error, or the return trip failed verification; sent only for a
+    return naming a live flow of this browser. ``user`` is the flow's user or None.
+    ``error`` is a known code, one of the app's verification reasons, or an unknown code
+    as received, cleaned; ``error_description`` is untrusted text, already cleaned and
+    length-limited.
 
 uninstalled(installation, request)
-    The ``uninstalled`` lifecycle callback was verified and recorded.
+    The ``uninstalled`` lifecycle callback was verified and recorded, or a staff user
+    marked the installation uninstalled in the admin (``request`` is the admin's).
 """
 
 from __future__ import annotations
