@@ -761,6 +761,73 @@ def test_untrusted_unsigned_return_first_gets_the_neutral_answer_at_once(
     assert sent_signals.none_sent
 
 
+def test_untrusted_unsigned_return_before_its_callback_still_gets_the_install_confirmed(
+    settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """HOLE (unregistered app, unsigned returns not trusted, the default): the browser is
+    back before Bitbucket's ``installed`` callback (which the return trip allows for:
+    it may reach the site after the browser). The neutral answer sends it on to the
+    result page at once, and nothing brings it back to the return once the callback is
+    in: the installation is never confirmed and ``installed`` is never sent for a genuine
+    install. The browser doing what it does (following its answer, then reloading the
+    page it was shown once the callback is in) should end with the install confirmed,
+    binding nobody, one ``installed``, and still the neutral page."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    client = Client()
+    login(client, "ada")
+    path = flow_path(client)
+    url = return_url(urlencode({"clientKey": KEY_A}), path)
+
+    answer = client.get(url)
+    shown = answer["Location"] if answer.status_code in (302, 303) else url
+    client.get(shown)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    reload = client.get(shown, follow=True)
+
+    assert reload.status_code == 200
+    assert "Acme Team" not in reload.content.decode()
+    row = Installation.objects.get()
+    assert row.user_id is None
+    assert row.confirmed_at is not None
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"] is None
+    assert kwargs["created"] is False
+    assert not sent_signals.of(install_failed)
+
+
+def test_registered_reinstall_return_first_waits_for_its_callback(
+    sent_signals: SignalRecorder,
+) -> None:
+    """Uninstalled, then installed again: the return (app-level secret) comes before the
+    new ``installed`` callback, so the row is still uninstalled: reload in a moment. After
+    the callback (signed with the kept secret), the reload connects it."""
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    body = lifecycle_body("uninstalled", client_key=KEY_A, shared_secret=INSTALL_SECRET)
+    assert post_lifecycle(Client(), "uninstalled", body, secret=INSTALL_SECRET).status_code == 204
+    client = Client()
+    user = login(client, "ada")
+    path = flow_path(client)
+    url = return_url(signed_query(KEY_A, APP_SECRET, path=path), path)
+    rows = installation_rows()
+    sent_signals.calls.clear()
+
+    assert_try_again(client.get(url))
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+
+    reinstall = lifecycle_body(client_key=KEY_A, shared_secret=NEW_SECRET)
+    callback = post_lifecycle(Client(), "installed", reinstall, secret=INSTALL_SECRET)
+    assert callback.status_code == 204
+    reload = client.get(url)
+
+    assert reload.status_code == 303
+    row = Installation.objects.get()
+    assert row.uninstalled_at is None
+    assert row.user_id == user.pk
+    assert len(sent_signals.of(installed)) == 1
+
+
 @pytest.mark.parametrize("kind", ["plain", "old-flow"])
 def test_an_early_return_without_a_recent_flow_is_refused(
     settings: Settings, sent_signals: SignalRecorder, kind: str
