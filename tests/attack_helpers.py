@@ -12,8 +12,12 @@ what each kind of refusal must look like.
   flow kept.
 - ``assert_refused(...)``: ``assert_rejected``, preceded for a young live flow by the 503
   that the reasons of ``NOT_YET_REASONS`` earn first.
+- ``assert_unverified(...)``: the one answer every unsigned return gets when unsigned
+  returns are not trusted (the neutral success page), no flow touched, no
+  ``install_failed``, and only the confirmation of a fresh row recorded (``recorded``).
 - ``answer_of(response)``: everything a visitor sees of an answer but the dates, so two
-  answers can be compared for an oracle.
+  answers can be compared for an oracle; ``seen_after(browser, response)`` adds the result
+  page the answer sends the browser to.
 - ``session_rows()``: how many sessions the database holds.
 """
 
@@ -23,7 +27,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 from django.conf import settings
@@ -36,10 +40,12 @@ from bitbucket_install import flow as flows
 from bitbucket_install.models import Installation
 from bitbucket_install.returns import NOT_YET_REASONS
 from bitbucket_install.signals import install_failed, installed
+from bitbucket_install.views import RESULT_SESSION_KEY
 from tests.callback_helpers import (
     APP_SECRET,
     CALLBACK_PATH,
     INSTALL_SECRET,
+    RESULT_PATH,
     age_flows,
     flow_path,
     login,
@@ -66,6 +72,16 @@ BEFORE_LOOKUP = frozenset(
 )
 REJECTED_TEXT = "This install could not be confirmed, so it was not connected."
 TRY_AGAIN_TEXT = "Reload this page in a moment"
+UNVERIFIED_TEXT = "Bitbucket sent you back without a signature"
+# The result of every unsigned return when they are not trusted: nothing in it tells which
+# installation it named, or whether it named one.
+UNVERIFIED_RESULT = {
+    "ok": True,
+    "client_key": "",
+    "principal_name": "",
+    "connection": "unverified",
+    "connected": False,
+}
 # A flow older than this (BITBUCKET_INSTALL_CONFIRM_WINDOW + 1 s) gets no "not yet".
 PAST_CONFIRM_WINDOW = 121
 # What differs between two answers that are the same: the moment they were made.
@@ -283,6 +299,77 @@ def assert_refused(
     return assert_rejected(browser, url, reason, sent_signals, caplog)
 
 
+def has_session(browser: Browser) -> bool:
+    """Does ``browser`` hold a session cookie (the server may still not know it)?"""
+    return browser.client.cookies.get(settings.SESSION_COOKIE_NAME) is not None
+
+
+def assert_unverified(
+    browser: Browser,
+    url: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    recorded: bool,
+    location: str = RESULT_PATH,
+) -> TestResponse:
+    """GET the unsigned return ``url`` (unsigned returns not trusted): the neutral success
+    answer (a 303 to ``location`` with the neutral result kept in the session, or that page
+    in place for a browser without a session, which gets none), whatever the clientKey
+    names. Every flow kept, no ``install_failed``, one log line. Only when ``recorded`` the
+    named row, installed moments ago and unconfirmed, has its confirmation recorded
+    (``confirmed_at``, nothing else: nobody bound, ``confirmed_flow`` untouched) and one
+    ``installed`` is sent with ``user=None``; otherwise nothing is written and nothing
+    sent."""
+    [client_key] = parse_qs(urlsplit(url).query)["clientKey"]
+    own_flow = browser.flow_path is not None and urlsplit(url).path == browser.flow_path
+    in_place = not has_session(browser)
+    sessions = session_rows()
+    before = note(browser, sent_signals, caplog)
+
+    response = browser.get(url)
+
+    assert_protected(response)
+    if in_place:
+        assert response.status_code == 200
+        assert UNVERIFIED_TEXT in response.content.decode()
+        assert session_rows() == sessions
+        assert settings.SESSION_COOKIE_NAME not in response.cookies
+    else:
+        assert response.status_code == 303
+        assert response["Location"] == location
+        assert browser.client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+    after = installation_rows()
+    if recorded:
+        assert len(after) == len(before.rows)
+        changes = [index for index, row in enumerate(before.rows) if row != after[index]]
+        assert len(changes) == 1, changes
+        [changed] = changes
+        assert after[changed]["client_key"] == client_key
+        assert before.rows[changed]["confirmed_at"] is None
+        assert after[changed]["confirmed_at"] is not None
+        assert {
+            name for name, value in before.rows[changed].items() if after[changed][name] != value
+        } == {"confirmed_at", "updated_at"}
+        assert len(sent_signals.calls) == 1
+        [kwargs] = sent_signals.of(installed)
+        assert kwargs["sender"] is Installation
+        assert kwargs["installation"].client_key == client_key
+        assert kwargs["user"] is None
+        assert kwargs["created"] is False
+        assert kwargs["request"].path == urlsplit(url).path
+    else:
+        assert after == before.rows
+        assert sent_signals.none_sent
+    assert live_flows(browser.client) == before.flows
+    assert app_log_lines(caplog) == [
+        f"install return without a token: client_key={client_key} recorded={recorded} "
+        f"flow={own_flow}"
+    ]
+    assert_nothing_secret_logged(caplog, url, before.flows)
+    return response
+
+
 def answer_of(response: TestResponse) -> tuple[int, bytes, list[tuple[str, str]], list[str]]:
     """Status, body, headers (but the dates) and the names of the cookies set: what a
     visitor can compare between two answers."""
@@ -292,3 +379,14 @@ def answer_of(response: TestResponse) -> tuple[int, bytes, list[tuple[str, str]]
         if name.lower() not in DATE_HEADERS
     )
     return response.status_code, response.content, headers, sorted(response.cookies)
+
+
+def seen_after(
+    browser: Browser, response: TestResponse
+) -> list[tuple[int, bytes, list[tuple[str, str]], list[str]]]:
+    """``answer_of(response)``, and for a redirect to the result page that page too: all
+    that the visitor is shown of one return."""
+    seen = [answer_of(response)]
+    if response.status_code == 303 and response["Location"] == RESULT_PATH:
+        seen.append(answer_of(browser.get(RESULT_PATH)))
+    return seen

@@ -13,6 +13,12 @@ alone. A return to a young flow (begun less than ``CONFIRM_WINDOW`` ago) that ca
 verified *yet* gets the "reload in a moment" 503 first, changing nothing and keeping the
 flow (``tests/attack_helpers.assert_refused``).
 
+A return without a JWT (an unregistered app) is not a rejection unless the project trusts
+unsigned returns: whatever clientKey it names, it gets one neutral success answer that
+names no installation, binds nobody, touches no flow and sends no ``install_failed``; it
+only records the confirmation of an installation reported moments ago and not confirmed
+yet (``tests/attack_helpers.assert_unverified``).
+
 Most tests send the same attack three ways from a browser whose user has just pressed the
 install button: to that browser's own flow ("flow"), to ``callback/`` ("plain") and to a
 flow id nobody was given ("made-up").
@@ -33,6 +39,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.test import Client
 from django.utils import timezone
 from pytest_django.fixtures import Settings
@@ -44,7 +51,9 @@ from bitbucket_install.signals import install_failed, installed
 from bitbucket_install.tokens import encode_token, query_string_hash
 from tests.attack_helpers import (
     BEFORE_LOOKUP,
+    PAST_CONFIRM_WINDOW,
     REJECTED_TEXT,
+    UNVERIFIED_TEXT,
     Browser,
     answer_of,
     app_log_lines,
@@ -52,8 +61,10 @@ from tests.attack_helpers import (
     assert_protected,
     assert_refused,
     assert_rejected,
+    assert_unverified,
     live_flows,
     made_up_flow_path,
+    seen_after,
     session_rows,
 )
 from tests.callback_helpers import (
@@ -86,7 +97,6 @@ SECRET_OF_B = "secret-of-b-0123456789"
 PATH_KINDS = ["flow", "plain", "made-up"]
 SPELLINGS = ["clientKey", "client_key"]
 NOT_STARTED_HERE_TEXT = "because the install was not started from this browser"
-UNVERIFIED_TEXT = "Bitbucket did not sign this return"
 CONNECTED_TEXT = "The installation is connected to your account on this site."
 
 
@@ -174,19 +184,51 @@ def test_registered_empty_jwt_is_no_jwt(
 
 
 # --- unregistered apps: unsigned returns (no JWT) ---------------------------------------------
+#
+# Unsigned returns are not trusted by default: each gets the one neutral answer
+# (``assert_unverified``) whatever it names, binds nobody, touches no flow and records only
+# the confirmation of a fresh, unconfirmed installation. ``TRUST_UNSIGNED_RETURNS`` opts in
+# to binding the flow's user, with the checks of a fresh install that follows the flow.
 
 
-@pytest.mark.parametrize("trusted", [False, True], ids=["default", "trust-unsigned-returns"])
 def test_unsigned_return_for_a_fresh_install_that_is_not_theirs(
-    settings: Settings, sent_signals: SignalRecorder, trusted: bool
+    settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A logged-in user's own recent flow, and someone else's install that Bitbucket
-    reported just after it: ``?clientKey=connection:N`` (nothing proves whose it is).
-    By default it is recorded as confirmed by that flow and binds nobody; with
-    ``TRUST_UNSIGNED_RETURNS`` it binds the flow's user (the documented residual risk of
-    that opt-in)."""
+    reported just after it: ``?clientKey=connection:N`` (nothing proves whose it is). Its
+    confirmation is recorded, binding nobody; the flow is kept, another browser's flow is
+    untouched, and the page names no workspace."""
     unregistered(settings)
-    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = trusted
+    mallory = Browser("mallory", with_flow=True)
+    victim = Browser("victim", with_flow=True)
+    installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
+
+    assert_unverified(
+        mallory,
+        unsigned_url(VICTIM_KEY, mallory.path("flow")),
+        sent_signals,
+        caplog,
+        recorded=True,
+    )
+
+    row = Installation.objects.get()
+    assert row.user_id is None
+    assert row.confirmed_flow is None
+    assert live_flows(mallory.client) == [mallory.flow_id]
+    assert live_flows(victim.client) == [victim.flow_id]
+    page = mallory.get(RESULT_PATH).content.decode()
+    assert UNVERIFIED_TEXT in page
+    assert "Acme Team" not in page
+    assert VICTIM_KEY not in page
+
+
+def test_unsigned_return_for_a_fresh_install_that_is_not_theirs_binds_when_trusted(
+    settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """The same with ``TRUST_UNSIGNED_RETURNS``: it binds the flow's user (the documented
+    residual risk of that opt-in) and uses the flow up."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
     mallory = Browser("mallory", with_flow=True)
     victim = Browser("victim", with_flow=True)
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
@@ -201,82 +243,177 @@ def test_unsigned_return_for_a_fresh_install_that_is_not_theirs(
     assert_protected(response)
     [after] = installation_rows()
     assert mallory.user is not None
-    bound = mallory.user.pk if trusted else None
-    expected_changes = {"confirmed_at", "confirmed_flow", "updated_at"} | (
-        {"user_id"} if trusted else set()
-    )
-    assert changed_fields(before, after) == expected_changes
-    assert after["user_id"] == bound
+    assert changed_fields(before, after) == {
+        "confirmed_at",
+        "confirmed_flow",
+        "updated_at",
+        "user_id",
+    }
+    assert after["user_id"] == mallory.user.pk
     assert after["confirmed_flow"] == flows.flow_hash(mallory.flow_id)
     assert len(sent_signals.calls) == 1
     [kwargs] = sent_signals.of(installed)
     assert kwargs["created"] is False
-    assert (kwargs["user"].pk if kwargs["user"] else None) == bound
+    assert kwargs["user"].pk == mallory.user.pk
     assert live_flows(mallory.client) == []
     assert live_flows(victim.client) == [victim.flow_id]  # another browser's, untouched
-    page = mallory.get(RESULT_PATH).content.decode()
-    assert (CONNECTED_TEXT if trusted else UNVERIFIED_TEXT) in page
+    assert CONNECTED_TEXT in mallory.get(RESULT_PATH).content.decode()
 
 
-def test_victims_unsigned_return_after_an_attackers_is_answered_as_confirmed(
+def test_victims_unsigned_return_after_an_attackers_gets_the_same_answer(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """KNOWN HOLE (default settings, unregistered app): an attacker's own flow confirms the
-    victim's fresh install first (binding nobody, as the test above shows). The victim's own
-    return of that install is then refused (503, then 400 with install_failed
-    ``client_key_unverified``), and a new flow cannot confirm it either: anybody can make
-    any install of the app fail for its installer within the window. Without
-    TRUST_UNSIGNED_RETURNS nobody is bound either way, so the victim's return should get
-    the same answer it would have got had it come first: confirmed, not connected, no
-    second signal, nothing written."""
+    """An attacker's own flow names the victim's fresh install first (recording its
+    confirmation, binding nobody). The victim's own return of that install then gets the
+    answer the attacker got, the one it would have got had it come first: the same status,
+    headers and page; nothing written, no signal, no ``install_failed``, the victim's flow
+    kept. Nobody can make another's install fail."""
     unregistered(settings)
     mallory = Browser("mallory", with_flow=True)
     victim = Browser("victim", with_flow=True)
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
-    assert mallory.flow_path is not None
-    assert mallory.get(unsigned_url(VICTIM_KEY, mallory.flow_path)).status_code == 303
-    rows = installation_rows()
-    sent_signals.calls.clear()
+    first = assert_unverified(
+        mallory,
+        unsigned_url(VICTIM_KEY, mallory.path("flow")),
+        sent_signals,
+        caplog,
+        recorded=True,
+    )
+    attackers = seen_after(mallory, first)
 
-    assert victim.flow_path is not None
-    response = victim.get(unsigned_url(VICTIM_KEY, victim.flow_path))
+    response = assert_unverified(
+        victim, unsigned_url(VICTIM_KEY, victim.path("flow")), sent_signals, caplog, recorded=False
+    )
 
-    assert installation_rows() == rows
-    assert sent_signals.none_sent
-    assert response.status_code == 303
-    assert UNVERIFIED_TEXT in victim.get(RESULT_PATH).content.decode()
+    assert seen_after(victim, response) == attackers
+    assert live_flows(victim.client) == [victim.flow_id]
+    # And a retry (a reload, a double click) is answered the same again.
+    again = assert_unverified(
+        victim, unsigned_url(VICTIM_KEY, victim.path("flow")), sent_signals, caplog, recorded=False
+    )
+    assert seen_after(victim, again) == attackers
+
+
+def test_an_attackers_unsigned_return_leaves_the_victim_to_connect_with_a_signed_one(
+    settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attacker's unsigned return recorded the confirmation of the victim's fresh
+    install first; the victim's flow, untouched, still connects it with a return signed
+    with the installation's secret."""
+    unregistered(settings)
+    mallory = Browser("mallory", with_flow=True)
+    victim = Browser("victim", with_flow=True)
+    installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
+    assert_unverified(
+        mallory,
+        unsigned_url(VICTIM_KEY, mallory.path("flow")),
+        sent_signals,
+        caplog,
+        recorded=True,
+    )
+
+    assert_connects(victim, VICTIM_KEY, INSTALL_SECRET, sent_signals)
+
+    assert live_flows(mallory.client) == [mallory.flow_id]
 
 
 def test_unsigned_return_for_an_install_reported_before_the_flow_began(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Someone else's fresh install, reported 60 s before this browser pressed the button:
-    refused (whoever it was, it was not this flow's)."""
+    """With ``TRUST_UNSIGNED_RETURNS``: someone else's fresh install, reported 60 s before
+    this browser pressed the button, binds nobody. While the flow is young it is told to
+    reload (as for an unknown key: answered alike), nothing written, the flow kept; once the
+    flow is past the confirm window, so is that install, and the return is refused."""
     unregistered(settings)
     settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
     Installation.objects.update(installed_at=timezone.now() - timedelta(seconds=60))
     mallory = Browser("mallory", with_flow=True)
+    unknown = Browser("prober-of-an-unknown-key", with_flow=True)
     url = unsigned_url(VICTIM_KEY, mallory.path("flow"))
-    assert_rejected(mallory, url, "installed_before_flow", sent_signals, caplog)
-    assert Installation.objects.get().confirmed_at is None
+
+    answer = assert_not_yet(mallory, url, "installed_before_flow", sent_signals, caplog)
+    expected = assert_not_yet(
+        unknown,
+        unsigned_url(UNKNOWN_KEY, unknown.path("flow")),
+        "client_key_unverified",
+        sent_signals,
+        caplog,
+    )
+    assert answer_of(answer) == answer_of(expected)
+    # A reload that is still early: the same again.
+    assert_not_yet(mallory, url, "installed_before_flow", sent_signals, caplog)
+
+    # Time passes for the flow and the install alike.
+    mallory.age_flows()
+    Installation.objects.update(
+        installed_at=F("installed_at") - timedelta(seconds=PAST_CONFIRM_WINDOW)
+    )
+    assert_rejected(mallory, url, "client_key_unverified", sent_signals, caplog)
+    row = Installation.objects.get()
+    assert row.confirmed_at is None
+    assert row.user_id is None
+
+
+def test_unsigned_double_click_of_a_trusted_flow_answers_the_same(
+    settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """With ``TRUST_UNSIGNED_RETURNS``: the same unsigned return of one flow sent again
+    while the flow is still live in the stored session (a double click whose requests both
+    read the session before either saved it) is this very return again: the same answer,
+    no change, no second signal. (After a failed session write: tests/test_faults.py.)"""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
+    browser = Browser("ada", with_flow=True)
+    installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
+    url = unsigned_url(VICTIM_KEY, browser.path("flow"))
+    flows_read_first = browser.client.session[flows.SESSION_KEY]
+    first = browser.get(url)
+    assert first.status_code == 303
+    assert browser.user is not None
+    assert Installation.objects.get().user_id == browser.user.pk
+    shown = browser.get(RESULT_PATH).content
+    # The session as the second request read it.
+    session = browser.client.session
+    session[flows.SESSION_KEY] = flows_read_first
+    session.save()
+    rows = installation_rows()
+    sent_signals.calls.clear()
+
+    again = browser.get(url)
+
+    assert answer_of(again) == answer_of(first)
+    assert browser.get(RESULT_PATH).content == shown
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    assert live_flows(browser.client) == []
 
 
 # Known states of a clientKey a prober cannot tell apart from an unknown key.
-PROBED_STATES = ["unknown", "installed-long-ago", "confirmed-by-a-flow", "uninstalled"]
+PROBED_STATES = ["unknown", "installed-long-ago", "confirmed", "connected", "uninstalled"]
 
 
 def probed(state: str) -> str:
-    """The clientKey to probe, put in ``state`` (installed by its owner, not the prober)."""
+    """The clientKey to probe, put in ``state`` (installed by its owner, not the prober):
+    "confirmed" by an unsigned return of the owner's flow, "connected" to the owner by a
+    return signed with the installation's secret."""
     if state == "unknown":
         return UNKNOWN_KEY
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
     if state == "installed-long-ago":
         Installation.objects.update(installed_at=timezone.now() - timedelta(minutes=10))
-    elif state == "confirmed-by-a-flow":
+    elif state == "confirmed":
         owner = Browser("owner", with_flow=True)
-        assert owner.flow_path is not None
-        assert owner.get(unsigned_url(VICTIM_KEY, owner.flow_path)).status_code == 303
+        assert owner.get(unsigned_url(VICTIM_KEY, owner.path("flow"))).status_code == 303
+        assert Installation.objects.get().confirmed_at is not None
+    elif state == "connected":
+        owner = Browser("owner", with_flow=True)
+        assert (
+            owner.get(signed_url(VICTIM_KEY, INSTALL_SECRET, owner.path("flow"))).status_code
+            == 303
+        )
+        assert owner.user is not None
+        assert Installation.objects.get().user_id == owner.user.pk
     else:
         body = lifecycle_body("uninstalled", client_key=VICTIM_KEY, shared_secret=INSTALL_SECRET)
         response = post_lifecycle(Client(), "uninstalled", body, secret=INSTALL_SECRET)
@@ -288,46 +425,33 @@ def probed(state: str) -> str:
 def test_probing_with_an_own_flow_answers_alike_for_known_and_unknown_keys(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, state: str
 ) -> None:
-    """The prober's own young flow: "reload in a moment" for every key, flow kept; once it
-    is older than the window, the same 400 for every key (its own flow used up)."""
+    """The prober's own flow, young and then past the confirm window: the same neutral
+    answer and page for every key, nothing written, no signal, the flow kept."""
     unregistered(settings)
     client_key = probed(state)
     unknown = Browser("prober-of-an-unknown-key", with_flow=True)
     prober = Browser("prober", with_flow=True)
 
-    expected = assert_not_yet(
-        unknown,
-        unsigned_url(UNKNOWN_KEY, unknown.path("flow")),
-        "client_key_unverified",
-        sent_signals,
-        caplog,
-    )
-    answer = assert_not_yet(
-        prober,
-        unsigned_url(client_key, prober.path("flow")),
-        "client_key_unverified",
-        sent_signals,
-        caplog,
-    )
-    assert answer_of(answer) == answer_of(expected)
+    for _flow_age in ("young", "past the confirm window"):
+        expected = assert_unverified(
+            unknown,
+            unsigned_url(UNKNOWN_KEY, unknown.path("flow")),
+            sent_signals,
+            caplog,
+            recorded=False,
+        )
+        answer = assert_unverified(
+            prober,
+            unsigned_url(client_key, prober.path("flow")),
+            sent_signals,
+            caplog,
+            recorded=False,
+        )
+        assert seen_after(prober, answer) == seen_after(unknown, expected)
+        unknown.age_flows()
+        prober.age_flows()
 
-    unknown.age_flows()
-    prober.age_flows()
-    expected = assert_rejected(
-        unknown,
-        unsigned_url(UNKNOWN_KEY, unknown.path("flow")),
-        "client_key_unverified",
-        sent_signals,
-        caplog,
-    )
-    answer = assert_rejected(
-        prober,
-        unsigned_url(client_key, prober.path("flow")),
-        "client_key_unverified",
-        sent_signals,
-        caplog,
-    )
-    assert answer_of(answer) == answer_of(expected)
+    assert live_flows(prober.client) == [prober.flow_id]
 
 
 @pytest.mark.parametrize("state", PROBED_STATES)
@@ -339,8 +463,9 @@ def test_plain_probing_answers_alike_and_touches_no_flow(
     state: str,
     prober_kind: str,
 ) -> None:
-    """Plain returns counting through ``connection:N``: the same 400 for known and unknown
-    keys, no flow of the prober's or the owner's used up or kept, no signal."""
+    """Plain returns counting through ``connection:N``: the same neutral answer for known
+    and unknown keys (in place, and no session, for a visitor without one), no flow of the
+    prober's or the owner's touched, nothing written, no signal."""
     unregistered(settings)
     client_key = probed(state)
     victim = Browser("victim", with_flow=True)  # pressed the button, not yet back
@@ -348,108 +473,121 @@ def test_plain_probing_answers_alike_and_touches_no_flow(
     prober = Browser("prober" if with_flow else None, with_flow=with_flow)
     sessions = session_rows()
 
-    expected = assert_rejected(
-        prober,
-        unsigned_url(UNKNOWN_KEY, CALLBACK_PATH),
-        "client_key_unverified",
-        sent_signals,
-        caplog,
+    expected = assert_unverified(
+        prober, unsigned_url(UNKNOWN_KEY, CALLBACK_PATH), sent_signals, caplog, recorded=False
     )
-    answer = assert_rejected(
-        prober,
-        unsigned_url(client_key, CALLBACK_PATH),
-        "client_key_unverified",
-        sent_signals,
-        caplog,
+    answer = assert_unverified(
+        prober, unsigned_url(client_key, CALLBACK_PATH), sent_signals, caplog, recorded=False
     )
 
-    assert answer_of(answer) == answer_of(expected)
+    assert seen_after(prober, answer) == seen_after(prober, expected)
     assert live_flows(victim.client) == [victim.flow_id]
     assert session_rows() == sessions  # a visitor without a session got none
 
 
 def test_own_flow_probe_of_a_fresh_install_answers_like_an_unknown_key(
-    settings: Settings, sent_signals: SignalRecorder
+    settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """KNOWN HOLE (existence oracle, unregistered app): probing ``connection:N`` with an own
-    young flow, an unknown key earns the 503 and keeps the flow, but a key whose install
-    was reported shortly before the flow began is refused at once (400,
-    ``installed_before_flow`` is not a not-yet reason): the prober learns which
-    ``connection:N`` was installed in the last CONFIRM_WINDOW seconds."""
+    """Probing ``connection:N`` with an own young flow: a key whose install was reported
+    shortly before the flow began gets the answer an unknown key gets (same status, headers
+    and page, no workspace named); its confirmation is recorded, binding nobody, and the
+    flow is kept. Probing it again: the same answer, nothing more recorded."""
     unregistered(settings)
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
     Installation.objects.update(installed_at=timezone.now() - timedelta(seconds=30))
-    rows = installation_rows()
     unknown = Browser("prober-of-an-unknown-key", with_flow=True)
     prober = Browser("prober", with_flow=True)
+    unknown_url = unsigned_url(UNKNOWN_KEY, unknown.path("flow"))
+    url = unsigned_url(VICTIM_KEY, prober.path("flow"))
 
-    expected = unknown.get(unsigned_url(UNKNOWN_KEY, unknown.path("flow")))
-    answer = prober.get(unsigned_url(VICTIM_KEY, prober.path("flow")))
+    expected = seen_after(
+        unknown, assert_unverified(unknown, unknown_url, sent_signals, caplog, recorded=False)
+    )
+    answer = seen_after(
+        prober, assert_unverified(prober, url, sent_signals, caplog, recorded=True)
+    )
 
-    assert expected.status_code == 503
-    assert installation_rows() == rows
-    assert answer_of(answer) == answer_of(expected)
+    assert answer == expected
+    assert all(b"Acme Team" not in body for _, body, _, _ in answer)
+    again = assert_unverified(prober, url, sent_signals, caplog, recorded=False)
+    assert seen_after(prober, again) == expected
+    assert Installation.objects.get().user_id is None
 
 
 def test_plain_probe_of_a_fresh_install_answers_like_an_unknown_key(
-    settings: Settings, sent_signals: SignalRecorder
+    settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """KNOWN HOLE (existence oracle and leak, unregistered app): an anonymous visitor
-    without a flow counting through plain ``?clientKey=connection:N`` gets the rejection
-    page for unknown keys but the success page, naming the workspace, for any install
-    reported in the last CONFIRM_WINDOW seconds (and confirms it, sending ``installed``).
-    The two answers should be the same."""
+    """An anonymous visitor without a flow or a session counting through plain
+    ``?clientKey=connection:N``: an install reported moments ago gets the page an unknown
+    key gets, in place, naming no workspace, and no session; its confirmation is recorded
+    (one ``installed``, nobody bound)."""
     unregistered(settings)
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
-    prober = Client()
+    prober = Browser()
 
-    expected = prober.get(unsigned_url(UNKNOWN_KEY, CALLBACK_PATH))
-    answer = prober.get(unsigned_url(VICTIM_KEY, CALLBACK_PATH))
+    expected = assert_unverified(
+        prober, unsigned_url(UNKNOWN_KEY, CALLBACK_PATH), sent_signals, caplog, recorded=False
+    )
+    answer = assert_unverified(
+        prober, unsigned_url(VICTIM_KEY, CALLBACK_PATH), sent_signals, caplog, recorded=True
+    )
 
-    assert expected.status_code == 400
     assert "Acme Team" not in answer.content.decode()
     assert answer_of(answer) == answer_of(expected)
+    assert session_rows() == 0
 
 
 def test_unsigned_return_of_an_old_confirmed_installation(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Installed and connected to its owner a month ago: the neutral answer, the owner's
+    connection untouched, the prober's old flow kept."""
     unregistered(settings)
     mallory = Browser("mallory", with_flow=True)
     mallory.age_flows(600)
-    confirmed_by_owner(VICTIM_KEY)
+    owner = confirmed_by_owner(VICTIM_KEY)
     Installation.objects.update(installed_at=timezone.now() - timedelta(days=30))
     url = unsigned_url(VICTIM_KEY, mallory.path("flow"))
-    assert_rejected(mallory, url, "client_key_unverified", sent_signals, caplog)
+    assert_unverified(mallory, url, sent_signals, caplog, recorded=False)
+    assert owner.user is not None
+    assert Installation.objects.get().user_id == owner.user.pk
 
 
 def test_unsigned_return_after_the_confirm_window(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Flow and callback in the right order, but the callback is 200 s old (window 120 s)."""
+    """Flow and callback in the right order, but the callback is 200 s old (window 120 s):
+    nothing recorded, the neutral answer, the flow kept."""
     unregistered(settings)
     browser = Browser("ada", with_flow=True)
     browser.age_flows(300)
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
     Installation.objects.update(installed_at=timezone.now() - timedelta(seconds=200))
     url = unsigned_url(VICTIM_KEY, browser.path("flow"))
-    assert_rejected(browser, url, "client_key_unverified", sent_signals, caplog)
+    assert_unverified(browser, url, sent_signals, caplog, recorded=False)
+    assert Installation.objects.get().confirmed_at is None
 
 
-def test_unsigned_repeat_after_a_reinstall_needs_a_new_flow(
+def test_unsigned_repeat_after_a_reinstall_records_it_and_binds_nobody(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The browser used its flow up confirming the key; once reinstalled, that return
-    (replayed from the history) names a used-up flow of a row no longer confirmed by it."""
+    """The browser's unsigned return confirmed the key (its flow kept); once reinstalled,
+    that return replayed from the history names a fresh, unconfirmed install again: its
+    confirmation is recorded, nobody bound, as for any unsigned return."""
     unregistered(settings)
     browser = Browser("ada", with_flow=True)
     installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
     url = unsigned_url(VICTIM_KEY, browser.path("flow"))
-    assert browser.get(url).status_code == 303
+    assert_unverified(browser, url, sent_signals, caplog, recorded=True)
     body = lifecycle_body(client_key=VICTIM_KEY, shared_secret=INSTALL_SECRET)
     assert post_lifecycle(Client(), "installed", body, secret=INSTALL_SECRET).status_code == 204
-    assert_rejected(browser, url, "flow_unknown", sent_signals, caplog)
     assert Installation.objects.get().confirmed_at is None
+
+    assert_unverified(browser, url, sent_signals, caplog, recorded=True)
+
+    row = Installation.objects.get()
+    assert row.user_id is None
+    assert row.confirmed_flow is None
 
 
 # --- guessed clientKeys and forged or misused JWTs --------------------------------------------

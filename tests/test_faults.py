@@ -15,8 +15,9 @@ callback arriving after the browser, and clocks that disagree.
 - The ``installed`` lifecycle callback after the browser's return: for a registered app
   the return (app-level secret) creates the row and the late unsigned callback fills in the
   secret without undoing the confirmation; for an unregistered app the early return of a
-  young flow is told to reload (503, Retry-After), changes nothing and keeps the flow, and
-  the reload after the callback finishes the install.
+  young flow, signed or trusted unsigned, is told to reload (503, Retry-After), changes
+  nothing and keeps the flow, and the reload after the callback finishes the install. An
+  unsigned return that is not trusted gets its one neutral answer at once, however early.
 - Clock skew of this server against the token's issuer, through ``JWT_LEEWAY``: within the
   leeway accepted, beyond it refused, for ``exp`` and for ``iat``, on the callback and on a
   lifecycle callback.
@@ -41,6 +42,8 @@ from pytest_django.fixtures import Settings
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed, uninstalled
 from bitbucket_install.tokens import encode_token
+from bitbucket_install.views import RESULT_SESSION_KEY
+from tests.attack_helpers import UNVERIFIED_RESULT
 from tests.callback_helpers import (
     APP_SECRET,
     CALLBACK_PATH,
@@ -167,18 +170,21 @@ class Install:
             self.url = return_url(signed_query(KEY_A, APP_SECRET))
         else:  # unregistered, no JWT: confirmed by the fresh lifecycle callback
             unregistered(settings)
-            settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True  # so that it binds
+            # Trusted, it binds through the flow; untrusted, it binds nobody, keeps the flow.
+            settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = kind == "unregistered-no-jwt"
             installed_via_lifecycle(KEY_A, INSTALL_SECRET)
             self.url = return_url(urlencode({"clientKey": KEY_A}), path)
         self.pending = flow_ids(self.client)
 
     @property
     def bound(self) -> User | None:
-        return None if self.kind.startswith("plain-") else self.user
+        binds = not self.kind.startswith("plain-") and self.kind != "unregistered-no-jwt-untrusted"
+        return self.user if binds else None
 
     def assert_done(self, sent_signals: SignalRecorder, response: Any) -> None:
         """The install finished once: connected to this user (through the flow), one
-        ``installed`` signal; the flow used up (a plain return leaves it alone)."""
+        ``installed`` signal; the flow used up (a return that binds nobody leaves it
+        alone)."""
         assert response.status_code == 303
         assert response["Location"] == RESULT_PATH
         row = Installation.objects.get()
@@ -195,7 +201,13 @@ class Install:
         assert "installed" in page.content.decode()
 
 
-KINDS = ["registered-new-row", "registered-lifecycle-row", "plain-new-row", "unregistered-no-jwt"]
+KINDS = [
+    "registered-new-row",
+    "registered-lifecycle-row",
+    "plain-new-row",
+    "unregistered-no-jwt",
+    "unregistered-no-jwt-untrusted",
+]
 # The writes each scenario makes (a new row is inserted, an existing one updated); reads
 # outside the transaction, and any other query, get their turn in the test after this one.
 KIND_STEPS = {
@@ -203,6 +215,7 @@ KIND_STEPS = {
     "registered-lifecycle-row": ["lock", "update", "commit", "session"],
     "plain-new-row": ["lock", "insert", "commit", "session"],
     "unregistered-no-jwt": ["lock", "update", "commit", "session"],
+    "unregistered-no-jwt-untrusted": ["lock", "update", "commit", "session"],
 }
 
 
@@ -283,20 +296,19 @@ def test_unsigned_flow_return_retried_after_the_session_write_failed_answers_the
     caplog: pytest.LogCaptureFixture,
     trusted: bool,
 ) -> None:
-    """BUG: an unsigned return (unregistered app) whose last write, the session, failed:
-    the installation is committed as confirmed by this flow, and the flow is still in the
-    stored session. The retry of this very return must answer the same without a second
-    signal (as ``_record`` does for "already confirmed by this very flow"), but
-    ``returns._fresh_unclaimed`` refuses any row confirmed by a flow before ``_record`` can
-    tell it is this one: ``client_key_unverified``, so "reload in a moment" (503) for the
-    confirm window and then a 400 with install_failed for an install that succeeded. (A
-    double click of the same unsigned return, both requests reading the session before
-    either saved it, meets the same refusal.)"""
+    """An unsigned return (unregistered app) whose last write, the session, failed: the
+    installation is committed as confirmed, ``installed`` sent, and the flow is still in
+    the stored session. The retry of this very return gets the answer the first return
+    would have given: the same redirect and result, nothing written, no second signal, no
+    ``install_failed``. Trusted, it is this flow's return again (connected to its user,
+    the flow used up now); untrusted, the one neutral answer (nobody bound, the flow
+    kept)."""
     unregistered(settings)
     settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = trusted
     client = Client()
     user = login(client, "ada")
     path = flow_path(client)
+    pending = flow_ids(client)
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     url = return_url(urlencode({"clientKey": KEY_A}), path)
     sent_signals.calls.clear()
@@ -304,17 +316,44 @@ def test_unsigned_flow_return_retried_after_the_session_write_failed_answers_the
         assert_try_again(client.get(url))
     rows = installation_rows()
     assert rows[0]["confirmed_at"] is not None
-    assert len(sent_signals.of(installed)) == 1
+    assert rows[0]["user_id"] == (user.pk if trusted else None)
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"] == (user if trusted else None)
+    assert flow_ids(client) == pending
+    caplog.clear()
     caplog.set_level(logging.INFO, logger="bitbucket_install")
 
     retry = client.get(url)
 
-    assert "reason=client_key_unverified" not in caplog.text
     assert retry.status_code == 303
+    assert retry["Location"] == RESULT_PATH
     assert installation_rows() == rows
     assert len(sent_signals.calls) == 1  # still only the first return's ``installed``
-    assert Installation.objects.get().user_id == (user.pk if trusted else None)
-    assert flow_ids(client) == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"]
+    if trusted:
+        assert lines == [
+            f"install return accepted: client_key={KEY_A} created=False signalled=False "
+            f"user={user.pk}"
+        ]
+        assert client.session[RESULT_SESSION_KEY] == {
+            "ok": True,
+            "client_key": KEY_A,
+            "principal_name": "Acme Team",
+            "connection": "connected",
+            "connected": True,
+        }
+        assert flow_ids(client) == []
+    else:
+        assert lines == [
+            f"install return without a token: client_key={KEY_A} recorded=False flow=True"
+        ]
+        assert client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+        assert flow_ids(client) == pending
+    # A double click after that: the same again.
+    again = client.get(url)
+    assert (again.status_code, again["Location"]) == (303, RESULT_PATH)
+    assert installation_rows() == rows
+    assert len(sent_signals.calls) == 1
 
 
 @pytest.mark.parametrize("kind", ["flow", "plain"])
@@ -631,9 +670,7 @@ def test_registered_return_first_then_the_unsigned_first_callback(
     assert Installation.objects.get().shared_secret == NEW_SECRET
 
 
-@pytest.mark.parametrize(
-    "return_kind", ["jwt-of-the-installation", "no-jwt-trusted", "no-jwt-default"]
-)
+@pytest.mark.parametrize("return_kind", ["jwt-of-the-installation", "no-jwt-trusted"])
 def test_unregistered_return_first_is_told_to_reload_then_finishes(
     settings: Settings,
     sent_signals: SignalRecorder,
@@ -644,11 +681,11 @@ def test_unregistered_return_first_is_told_to_reload_then_finishes(
     return yet (no row; with a JWT, no secret to check it with): "reload in a moment",
     nothing written, no signal, the flow kept. The reload after the callback succeeds,
     connecting the user when a JWT proves it, or (unsigned) when the project trusts
-    unsigned returns; otherwise it is confirmed connected to nobody."""
+    unsigned returns."""
     unregistered(settings)
     settings.BITBUCKET_INSTALL_SHARED_SECRET = None  # an unregistered app has none
-    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = return_kind == "no-jwt-trusted"
     with_jwt = return_kind == "jwt-of-the-installation"
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = not with_jwt
     client = Client()
     user = login(client, "ada")
     path = flow_path(client)
@@ -680,13 +717,83 @@ def test_unregistered_return_first_is_told_to_reload_then_finishes(
     assert reload.status_code == 303
     assert reload["Location"] == RESULT_PATH
     row = Installation.objects.get()
-    bound = user if return_kind != "no-jwt-default" else None
-    assert row.user_id == (bound.pk if bound else None)
+    assert row.user_id == user.pk
     assert row.confirmed_at is not None
     [kwargs] = sent_signals.of(installed)
-    assert kwargs["user"] == bound
+    assert kwargs["user"] == user
     assert kwargs["created"] is False
     assert flow_ids(client) == []
+
+
+def test_untrusted_unsigned_return_first_gets_the_neutral_answer_at_once(
+    settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The browser is back before Bitbucket's ``installed`` callback, unsigned returns not
+    trusted: no "reload in a moment" (it would tell an unknown clientKey from a known one),
+    but the one neutral answer: nothing written, no signal, no ``install_failed``, the flow
+    kept. The callback arriving next is stored unconfirmed."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    client = Client()
+    login(client, "ada")
+    path = flow_path(client)
+    pending = flow_ids(client)
+    url = return_url(urlencode({"clientKey": KEY_A}), path)
+    caplog.set_level(logging.INFO, logger="bitbucket_install")
+
+    early = client.get(url)
+
+    assert early.status_code == 303
+    assert early["Location"] == RESULT_PATH
+    assert early["Cache-Control"] == "no-store"
+    assert client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+    assert installation_rows() == []
+    assert sent_signals.none_sent
+    assert flow_ids(client) == pending
+    assert "install return not verifiable yet" not in caplog.text
+    assert f"install return without a token: client_key={KEY_A} recorded=False" in caplog.text
+
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+
+    row = Installation.objects.get()
+    assert row.confirmed_at is None
+    assert row.user_id is None
+    assert sent_signals.none_sent
+
+
+def test_untrusted_unsigned_return_before_its_callback_still_gets_the_install_confirmed(
+    settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """HOLE (unregistered app, unsigned returns not trusted, the default): the browser is
+    back before Bitbucket's ``installed`` callback (which the return trip allows for:
+    it may reach the site after the browser). The neutral answer sends it on to the
+    result page at once, and nothing brings it back to the return once the callback is
+    in: the installation is never confirmed and ``installed`` is never sent for a genuine
+    install. The browser doing what it does (following its answer, then reloading the
+    page it was shown once the callback is in) should end with the install confirmed,
+    binding nobody, one ``installed``, and still the neutral page."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    client = Client()
+    login(client, "ada")
+    path = flow_path(client)
+    url = return_url(urlencode({"clientKey": KEY_A}), path)
+
+    answer = client.get(url)
+    shown = answer["Location"] if answer.status_code in (302, 303) else url
+    client.get(shown)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    reload = client.get(shown, follow=True)
+
+    assert reload.status_code == 200
+    assert "Acme Team" not in reload.content.decode()
+    row = Installation.objects.get()
+    assert row.user_id is None
+    assert row.confirmed_at is not None
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"] is None
+    assert kwargs["created"] is False
+    assert not sent_signals.of(install_failed)
 
 
 def test_registered_reinstall_return_first_waits_for_its_callback(
@@ -725,9 +832,11 @@ def test_registered_reinstall_return_first_waits_for_its_callback(
 def test_an_early_return_without_a_recent_flow_is_refused(
     settings: Settings, sent_signals: SignalRecorder, kind: str
 ) -> None:
-    """Only this browser's recent flow earns the "reload" answer; a plain return, or the
-    return of a flow older than the confirm window, does not."""
+    """With ``TRUST_UNSIGNED_RETURNS``: only this browser's recent flow earns the "reload"
+    answer; a plain return, or the return of a flow older than the confirm window, does
+    not."""
     unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
     client = Client()
     login(client, "ada")
     path = flow_path(client)
@@ -747,6 +856,31 @@ def test_an_early_return_without_a_recent_flow_is_refused(
         [kwargs] = sent_signals.of(install_failed)
         assert kwargs["error"] == "client_key_unverified"
         assert flow_ids(client) == []
+
+
+@pytest.mark.parametrize("kind", ["plain", "old-flow"])
+def test_an_early_untrusted_unsigned_return_without_a_recent_flow_gets_the_neutral_answer(
+    settings: Settings, sent_signals: SignalRecorder, kind: str
+) -> None:
+    """Unsigned returns not trusted: a plain return, or that of an old flow, before any
+    callback gets the neutral answer too, refusing nothing and using no flow up."""
+    unregistered(settings)
+    client = Client()
+    login(client, "ada")
+    path = flow_path(client)
+    age_flows(client, 121)
+    pending = flow_ids(client)
+
+    response = client.get(
+        return_url(urlencode({"clientKey": KEY_A}), CALLBACK_PATH if kind == "plain" else path)
+    )
+
+    assert response.status_code == 303
+    assert response["Location"] == RESULT_PATH
+    assert client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+    assert installation_rows() == []
+    assert sent_signals.none_sent
+    assert flow_ids(client) == pending
 
 
 # --- clock skew ---------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ lock, verifies the JWT and writes the row, then saves the session. A plain retur
 the commit, to keep the result (not at all for a visitor without one). A malformed return
 is refused before any query, even with a flow; a return to a flow id this browser does not
 have costs the session read; one whose JWT does not verify costs the lookup of the secret
-and nothing else.
+and nothing else. An unsigned return (unregistered app, unsigned returns not trusted)
+costs a flow's return the same reads, and writes the row only to record the confirmation
+of a fresh one.
 """
 
 from __future__ import annotations
@@ -161,7 +163,83 @@ def test_unregistered_flow_return_confirmed_by_a_fresh_install(
     settings: Settings,
     sent_signals: SignalRecorder,
 ) -> None:
+    """Unsigned returns not trusted: the row's confirmation recorded under its lock,
+    nobody bound, the flow kept; the session is saved for the neutral result."""
     unregistered(settings)
+    client, path = flow_browser()
+    pending = flow_ids(client)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    url = return_url(urlencode({"clientKey": KEY_A}), path)
+
+    expected = [*FLOWS, *LOOKUP, "UPDATE installation", "COMMIT", *SAVE_SESSION]
+    with exactly(django_assert_num_queries, expected):
+        response = client.get(url)
+
+    assert response.status_code == 303
+    installation = Installation.objects.get(client_key=KEY_A)
+    assert installation.confirmed_at is not None
+    assert installation.user_id is None
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"] is None
+    assert flow_ids(client) == pending
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["confirmed", "unknown"])
+def test_unregistered_flow_return_that_records_nothing(
+    django_assert_num_queries: DjangoAssertNumQueries,
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    known: bool,
+) -> None:
+    """Unsigned returns not trusted, naming an unknown key or one confirmed already: the
+    locked read decides, nothing is written but the session (the neutral result)."""
+    unregistered(settings)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    client, path = flow_browser()
+    url = return_url(urlencode({"clientKey": KEY_A if known else "connection:4712"}), path)
+    if known:
+        assert client.get(url).status_code == 303
+    rows = installation_rows()
+    sent_signals.calls.clear()
+
+    with exactly(django_assert_num_queries, [*FLOWS, *LOOKUP, "COMMIT", *SAVE_SESSION]):
+        response = client.get(url)
+
+    assert response.status_code == 303
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["fresh", "unknown"])
+def test_unregistered_plain_return_without_a_session(
+    django_assert_num_queries: DjangoAssertNumQueries,
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    known: bool,
+) -> None:
+    """Answered in place, no session read or written; a fresh row's confirmation is the
+    one write."""
+    unregistered(settings)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    url = return_url(urlencode({"clientKey": KEY_A if known else "connection:4712"}))
+    write = ["UPDATE installation"] if known else []
+
+    with exactly(django_assert_num_queries, [*LOOKUP, *write, "COMMIT"]):
+        response = Client().get(url)
+
+    assert response.status_code == 200
+    assert (Installation.objects.get().confirmed_at is not None) is known
+    assert len(sent_signals.of(installed)) == (1 if known else 0)
+
+
+def test_trusted_unsigned_flow_return(
+    django_assert_num_queries: DjangoAssertNumQueries,
+    settings: Settings,
+    sent_signals: SignalRecorder,
+) -> None:
+    """With ``TRUST_UNSIGNED_RETURNS``: bound to the flow's user, the flow used up."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
     client, path = flow_browser()
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     url = return_url(urlencode({"clientKey": KEY_A}), path)
@@ -171,8 +249,11 @@ def test_unregistered_flow_return_confirmed_by_a_fresh_install(
         response = client.get(url)
 
     assert response.status_code == 303
-    assert Installation.objects.get(client_key=KEY_A).confirmed_at is not None
+    installation = Installation.objects.get(client_key=KEY_A)
+    assert installation.user is not None
+    assert installation.user.username == "ada"
     assert len(sent_signals.of(installed)) == 1
+    assert flow_ids(client) == []
 
 
 def test_plain_return_of_a_logged_in_browser(

@@ -2,8 +2,10 @@
 
 - Twenty identical returns (a double click, a retry after a lost response, a browser
   restoring tabs), to the browser's own flow, plainly from a logged-in browser, and from
-  browsers without any session: one row, one ``installed`` signal, never a 5xx, the user
-  bound only through the flow, and no session made for a visitor without one.
+  browsers without any session, signed or (unregistered app) unsigned: one row, one
+  ``installed`` signal, never a 5xx, the same answer for each, the user bound only
+  through the flow (and, unsigned, only with ``TRUST_UNSIGNED_RETURNS``), and no session
+  made for a visitor without one.
 - Two valid returns of one flow for two different clientKeys, sent together from one
   session (a flow confirms at most one installation): however they interleave, at most
   one binds the flow's user, the other is refused and leaves its row as it was. Each such
@@ -165,28 +167,66 @@ def test_identical_returns_of_one_flow_connect_once(
     assert pending_flows(cookies) == []
 
 
+@pytest.mark.parametrize("trusted", [False, True], ids=["default", "trust-unsigned-returns"])
 def test_identical_unsigned_returns_of_one_flow_answer_alike(
-    live_server: LiveServer, signal_log: SignalLog, settings: Settings
+    live_server: LiveServer, signal_log: SignalLog, settings: Settings, trusted: bool
 ) -> None:
-    """BUG (unregistered app): a double click of an unsigned return. The requests that read
-    the session before the first one saved it find the row confirmed by this very flow,
-    which ``returns._fresh_unclaimed`` refuses as ``client_key_unverified``: they get
-    "reload in a moment" (503) for an install that just succeeded, where a signed return's
-    repeats get the success answer."""
+    """A double click of an unsigned return (unregistered app): every request gets the
+    same answer, the row's confirmation is recorded once, one ``installed``. Untrusted, it
+    binds nobody, leaves ``confirmed_flow`` unset and keeps the flow; trusted, it binds
+    the flow's user once and uses the flow up (the requests that read the session before
+    the first one saved it find the row confirmed by this very flow: no change)."""
     unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = trusted
     user = new_user("uma")
     cookies = logged_in_cookies(user)
     path = start_flow(live_server, cookies)
+    pending = pending_flows(cookies)
     installed_via_lifecycle("connection:race-unsigned", INSTALL_SECRET)
 
     responses = return_many(unsigned_url(live_server, "connection:race-unsigned", path), cookies)
 
+    assert statuses(responses) == [303] * CONCURRENT_RETURNS
+    assert {response.headers["Location"] for response in responses} == {RESULT_PATH}
     rows = list(Installation.objects.values())
     assert len(rows) == 1
-    assert rows[0]["confirmed_flow"] == flow_hash_of(path)
-    assert rows[0]["user_id"] is None  # unsigned returns bind nobody by default
+    assert rows[0]["confirmed_at"] is not None
+    assert rows[0]["confirmed_flow"] == (flow_hash_of(path) if trusted else None)
+    assert rows[0]["user_id"] == (user.pk if trusted else None)
     assert signal_log.names() == ["installed"]
-    assert statuses(responses) == [303] * CONCURRENT_RETURNS
+    [sent] = signal_log.of("installed")
+    assert sent["installation"].client_key == "connection:race-unsigned"
+    assert (sent["user"].pk if sent["user"] else None) == rows[0]["user_id"]
+    assert sent["created"] is False
+    assert pending_flows(cookies) == ([] if trusted else pending)
+
+
+def test_identical_unsigned_returns_without_any_session_answer_alike(
+    live_server: LiveServer, signal_log: SignalLog, settings: Settings
+) -> None:
+    """Twenty visitors without a session at once, each with the plain unsigned return of
+    a fresh install (unsigned returns not trusted): the same page in place for all, no
+    session made, the confirmation recorded once, one ``installed`` with nobody."""
+    unregistered(settings)
+    installed_via_lifecycle("connection:race-plain", INSTALL_SECRET)
+
+    responses = return_many(
+        unsigned_url(live_server, "connection:race-plain", CALLBACK_PATH), None
+    )
+
+    assert statuses(responses) == [200] * CONCURRENT_RETURNS
+    assert len({response.body for response in responses}) == 1
+    assert b"race-plain" not in responses[0].body
+    assert all(not cookies_of(response) for response in responses)
+    assert not Session.objects.exists()
+    [row] = Installation.objects.values()
+    assert row["confirmed_at"] is not None
+    assert row["user_id"] is None
+    assert row["confirmed_flow"] is None
+    assert signal_log.names() == ["installed"]
+    [sent] = signal_log.of("installed")
+    assert sent["user"] is None
+    assert sent["created"] is False
 
 
 def test_identical_plain_returns_of_a_logged_in_browser_bind_nobody(
