@@ -156,6 +156,9 @@ class Decision:
     # started signed out), "unverified" (no JWT, and unsigned returns bind nobody) or
     # "not_started_here" (a plain return).
     connection: str = ""
+    # An unsigned return's clientKey, which the result page may record once its
+    # ``installed`` callback is in (the browser can be back first).
+    pending_client_key: str = ""
     error: str = ""
     error_description: str = ""
 
@@ -289,6 +292,23 @@ def _confirm(
 def _unverified(request: HttpRequest, client_key: str, flow: Flow | None) -> Decision:
     """A return without a JWT, unsigned returns not trusted: record the confirmation of a
     fresh, unconfirmed installation if it names one; answer alike in every case."""
+    recorded = record_unsigned(request, client_key)
+    logger.info(
+        "install return without a token: client_key=%s recorded=%s flow=%s",
+        client_key,
+        recorded,
+        flow is not None,
+    )
+    return Decision(
+        Outcome.UNVERIFIED, flow=flow, connection="unverified", pending_client_key=client_key
+    )
+
+
+def record_unsigned(request: HttpRequest, client_key: str) -> bool:
+    """Record that an unsigned return named ``client_key``, if that is a fresh installation
+    nobody confirmed yet (sending ``installed`` with no user); True if it did. Idempotent,
+    so the result page may try again when the browser was back before the ``installed``
+    callback."""
 
     def record() -> bool:
         installation = Installation.objects.locked(client_key)
@@ -305,14 +325,7 @@ def _unverified(request: HttpRequest, client_key: str, flow: Flow | None) -> Dec
         )
         return True
 
-    recorded = atomic_retrying_lost_insert(record)
-    logger.info(
-        "install return without a token: client_key=%s recorded=%s flow=%s",
-        client_key,
-        recorded,
-        flow is not None,
-    )
-    return Decision(Outcome.UNVERIFIED, flow=flow, connection="unverified")
+    return atomic_retrying_lost_insert(record)
 
 
 def _connection(request: HttpRequest, installation: Installation, signed_in: bool) -> str:

@@ -6,6 +6,7 @@ without the token in the URL.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,8 @@ from django.views import View
 
 from bitbucket_install import flow as flows
 from bitbucket_install.conf import app_settings, with_path_segment
-from bitbucket_install.returns import Decision, Outcome, decide
+from bitbucket_install.identifiers import is_valid_client_key
+from bitbucket_install.returns import Decision, Outcome, decide, record_unsigned
 
 logger = logging.getLogger("bitbucket_install")
 
@@ -50,6 +52,8 @@ REJECTED_MESSAGE = _(
     "Please start again from the install button."
 )
 RETRY_AFTER_SECONDS = 5
+# How many times the page of an unsigned return reloads itself.
+UNVERIFIED_REFRESHES = 1
 
 
 def authorize_url() -> str:
@@ -145,7 +149,7 @@ class CallbackView(View):
         if decision.flow is None and _has_no_session(request):
             # Nobody's flow, and no session to keep the result in: show it here rather
             # than create a session (and a row in the session table) for any visitor.
-            return render_result(request, result)
+            return render_result(request, {**result, "refreshes": 0})
         request.session[RESULT_SESSION_KEY] = result
         if decision.outcome in (Outcome.CONFIRMED, Outcome.UNVERIFIED):
             target = (decision.flow.next if decision.flow else "") or app_settings.SUCCESS_URL
@@ -177,13 +181,18 @@ def result_of(decision: Decision) -> dict[str, Any]:
     """What the result page shows of ``decision``: plain data, kept in the session."""
     installation = decision.installation
     if decision.outcome is Outcome.UNVERIFIED:
-        # The same for every unsigned return: nothing tells which installation it named.
+        # Shown the same for every unsigned return: nothing tells which installation it
+        # named. The page reloads once (whatever was named), and each load in the confirm
+        # window records the named installation if its callback is in by then.
         return {
             "ok": True,
             "client_key": "",
             "principal_name": "",
             "connection": "unverified",
             "connected": False,
+            "pending": decision.pending_client_key,
+            "returned_at": time.time(),
+            "refreshes": UNVERIFIED_REFRESHES,
         }
     if decision.outcome is Outcome.CONFIRMED and installation is not None:
         return {
@@ -202,7 +211,11 @@ def result_of(decision: Decision) -> dict[str, Any]:
 
 def render_result(request: HttpRequest, result: dict[str, Any]) -> HttpResponse:
     if result.get("ok"):
-        return render(request, "bitbucket_install/installed.html", {"result": result})
+        refreshes = result.get("refreshes")
+        reloads = isinstance(refreshes, int) and not isinstance(refreshes, bool) and refreshes > 0
+        refresh_after = RETRY_AFTER_SECONDS if reloads else None
+        context = {"result": result, "refresh_after": refresh_after}
+        return render(request, "bitbucket_install/installed.html", context)
     error = result.get("error", "")
     context = {
         "message": ERROR_MESSAGES.get(error, UNKNOWN_ERROR_MESSAGE),
@@ -221,4 +234,24 @@ class ResultView(View):
         result = request.session.get(RESULT_SESSION_KEY)
         if not isinstance(result, dict):
             raise Http404("No install to show.")
-        return protect(render_result(request, result))
+        response = render_result(request, result)
+        if result.get("connection") == "unverified":
+            retry_pending(request, result)
+        return protect(response)
+
+
+def retry_pending(request: HttpRequest, result: dict[str, Any]) -> None:
+    """An unsigned return's result page, shown: try recording its clientKey again while in
+    the confirm window, and count the reload down. The same whatever was named."""
+    pending, returned_at = result.get("pending"), result.get("returned_at")
+    if (
+        isinstance(pending, str)
+        and is_valid_client_key(pending)
+        and isinstance(returned_at, int | float)
+        and time.time() - returned_at <= app_settings.CONFIRM_WINDOW
+    ):
+        recorded = record_unsigned(request, pending)
+        logger.info("install result: unsigned return recorded again=%s", recorded)
+    refreshes = result.get("refreshes")
+    if isinstance(refreshes, int) and refreshes > 0:
+        request.session[RESULT_SESSION_KEY] = {**result, "refreshes": refreshes - 1}

@@ -43,7 +43,7 @@ from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed, uninstalled
 from bitbucket_install.tokens import encode_token
 from bitbucket_install.views import RESULT_SESSION_KEY
-from tests.attack_helpers import UNVERIFIED_RESULT
+from tests.attack_helpers import UNVERIFIED_RESULT, shown
 from tests.callback_helpers import (
     APP_SECRET,
     CALLBACK_PATH,
@@ -347,7 +347,7 @@ def test_unsigned_flow_return_retried_after_the_session_write_failed_answers_the
         assert lines == [
             f"install return without a token: client_key={KEY_A} recorded=False flow=True"
         ]
-        assert client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+        assert shown(client.session[RESULT_SESSION_KEY]) == UNVERIFIED_RESULT
         assert flow_ids(client) == pending
     # A double click after that: the same again.
     again = client.get(url)
@@ -746,7 +746,7 @@ def test_untrusted_unsigned_return_first_gets_the_neutral_answer_at_once(
     assert early.status_code == 303
     assert early["Location"] == RESULT_PATH
     assert early["Cache-Control"] == "no-store"
-    assert client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+    assert shown(client.session[RESULT_SESSION_KEY]) == UNVERIFIED_RESULT
     assert installation_rows() == []
     assert sent_signals.none_sent
     assert flow_ids(client) == pending
@@ -764,14 +764,12 @@ def test_untrusted_unsigned_return_first_gets_the_neutral_answer_at_once(
 def test_untrusted_unsigned_return_before_its_callback_still_gets_the_install_confirmed(
     settings: Settings, sent_signals: SignalRecorder
 ) -> None:
-    """HOLE (unregistered app, unsigned returns not trusted, the default): the browser is
-    back before Bitbucket's ``installed`` callback (which the return trip allows for:
-    it may reach the site after the browser). The neutral answer sends it on to the
-    result page at once, and nothing brings it back to the return once the callback is
-    in: the installation is never confirmed and ``installed`` is never sent for a genuine
-    install. The browser doing what it does (following its answer, then reloading the
-    page it was shown once the callback is in) should end with the install confirmed,
-    binding nobody, one ``installed``, and still the neutral page."""
+    """Unregistered app, unsigned returns not trusted (the default): the browser is back
+    before Bitbucket's ``installed`` callback (which the return trip allows for). The
+    neutral answer sends it on to the result page, which reloads itself once (whatever the
+    return named); each load in the confirm window records the named installation if its
+    callback is in by then: the install ends confirmed, binding nobody, with one
+    ``installed``, and still the neutral page."""
     unregistered(settings)
     settings.BITBUCKET_INSTALL_SHARED_SECRET = None
     client = Client()
@@ -781,11 +779,14 @@ def test_untrusted_unsigned_return_before_its_callback_still_gets_the_install_co
 
     answer = client.get(url)
     shown = answer["Location"] if answer.status_code in (302, 303) else url
-    client.get(shown)
+    first_view = client.get(shown)
+    assert '<meta http-equiv="refresh" content="5">' in first_view.content.decode()
+    assert not sent_signals.of(installed)
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     reload = client.get(shown, follow=True)
 
     assert reload.status_code == 200
+    assert "http-equiv" not in reload.content.decode()  # it reloads itself once only
     assert "Acme Team" not in reload.content.decode()
     row = Installation.objects.get()
     assert row.user_id is None
@@ -877,7 +878,7 @@ def test_an_early_untrusted_unsigned_return_without_a_recent_flow_gets_the_neutr
 
     assert response.status_code == 303
     assert response["Location"] == RESULT_PATH
-    assert client.session[RESULT_SESSION_KEY] == UNVERIFIED_RESULT
+    assert shown(client.session[RESULT_SESSION_KEY]) == UNVERIFIED_RESULT
     assert installation_rows() == []
     assert sent_signals.none_sent
     assert flow_ids(client) == pending
