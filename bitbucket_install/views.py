@@ -214,10 +214,10 @@ def render_result(request: HttpRequest, result: dict[str, Any]) -> HttpResponse:
         refreshes = result.get("refreshes")
         reloads = isinstance(refreshes, int) and not isinstance(refreshes, bool) and refreshes > 0
         refresh_after = RETRY_AFTER_SECONDS if reloads else None
-        context = {"result": result, "refresh_after": refresh_after}
-        return render(request, "bitbucket_install/installed.html", context)
+        shown: dict[str, Any] = {"result": result, "refresh_after": refresh_after}
+        return render(request, "bitbucket_install/installed.html", shown)
     error = result.get("error", "")
-    context = {
+    context: dict[str, Any] = {
         "message": ERROR_MESSAGES.get(error, UNKNOWN_ERROR_MESSAGE),
         "error": error,
         "error_description": result.get("error_description", ""),
