@@ -14,7 +14,7 @@ from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import TooManyFieldsSent
 from django.db import DatabaseError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render, resolve_url
+from django.shortcuts import resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
@@ -23,6 +23,7 @@ from django.views import View
 from bitbucket_install import flow as flows
 from bitbucket_install.conf import app_settings, with_path_segment
 from bitbucket_install.returns import Decision, Outcome, decide
+from bitbucket_install.templating import render
 
 logger = logging.getLogger("bitbucket_install")
 
