@@ -7,12 +7,18 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from bitbucket_install.models import Installation
 from bitbucket_install.tokens import TokenError, read_unverified
-from bitbucket_install.verification import printable, token_from_request, verify_request_token
+from bitbucket_install.verification import (
+    missing_authorization_hint,
+    printable,
+    token_from_request,
+    verify_request_token,
+)
 
 logger = logging.getLogger("bitbucket_install")
 View = TypeVar("View", bound=Callable[..., HttpResponse])
@@ -25,7 +31,9 @@ def connect_jwt_required(view: View) -> View:
     the installation's stored secret and its qsh must match this request. The view finds
     the installation on ``request.bitbucket_installation`` and the claims on
     ``request.bitbucket_claims``. Anything else gets 401 and the reason goes to the log.
-    The view is CSRF-exempt: Bitbucket's calls carry no CSRF token, the JWT protects them.
+    The view is CSRF-exempt and needs no login (``LoginRequiredMiddleware`` lets it through):
+    Bitbucket's calls carry neither a CSRF token nor a session, the JWT protects them, and a
+    login redirect would put a ``?jwt=`` into the login URL.
     """
 
     @functools.wraps(view)
@@ -43,11 +51,14 @@ def connect_jwt_required(view: View) -> View:
             )
         except TokenError as error:
             logger.warning(
-                "Connect JWT refused on %s: reason=%s", printable(request.path), error.reason
+                "Connect JWT refused on %s: reason=%s%s",
+                printable(request.path),
+                error.reason,
+                missing_authorization_hint(request) if error.reason == "token_missing" else "",
             )
             return HttpResponse(status=401)
         request.bitbucket_installation = installation  # type: ignore[attr-defined]
         request.bitbucket_claims = claims  # type: ignore[attr-defined]
         return view(request, *args, **kwargs)
 
-    return csrf_exempt(wrapper)  # type: ignore[return-value]
+    return login_not_required(csrf_exempt(wrapper))  # type: ignore[return-value]

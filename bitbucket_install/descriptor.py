@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.views import View
 
 from bitbucket_install.conf import DEFAULT_DESCRIPTOR, app_settings
@@ -46,6 +48,8 @@ def _list_or_default(configured: dict[str, Any], name: str) -> list[Any]:
     return list(value if isinstance(value, list | tuple) else DEFAULT_DESCRIPTOR[name])
 
 
+# Bitbucket fetches it without any login.
+@method_decorator(login_not_required, name="dispatch")
 class DescriptorView(View):
     http_method_names = ["get", "head"]
 

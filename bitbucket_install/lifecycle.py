@@ -13,8 +13,9 @@ import hmac
 import logging
 from typing import Any
 
+from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -33,7 +34,12 @@ from bitbucket_install.payloads import (
 )
 from bitbucket_install.signals import send_on_commit, uninstalled
 from bitbucket_install.tokens import TokenError
-from bitbucket_install.verification import printable, token_from_header, verify_request_token
+from bitbucket_install.verification import (
+    missing_authorization_hint,
+    printable,
+    token_from_header,
+    verify_request_token,
+)
 
 logger = logging.getLogger("bitbucket_install")
 
@@ -48,7 +54,12 @@ def expected_app() -> ExpectedApp:
     )
 
 
-@method_decorator(csrf_exempt, name="dispatch")
+# Bitbucket's server calls carry no CSRF token and no login: the JWT and the checks here
+# protect them. Each records in a transaction of its own, retried once on a lost insert
+# (which under ATOMIC_REQUESTS would be a mere savepoint that keeps MariaDB's locks).
+@method_decorator(
+    [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
+)
 class LifecycleView(View):
     """Parse and check the body, then ``record`` it in one transaction; answer 204."""
 
@@ -90,10 +101,11 @@ class LifecycleView(View):
 
     def refuse(self, status: int, reason: str, client_key: str | None) -> HttpResponse:
         logger.warning(
-            "lifecycle %s refused: reason=%s client_key=%s",
+            "lifecycle %s refused: reason=%s client_key=%s%s",
             self.event_type,
             reason,
             printable(client_key),
+            missing_authorization_hint(self.request) if status == 401 else "",
         )
         return HttpResponse(status=status)
 

@@ -1,3 +1,4 @@
+from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import path
@@ -12,6 +13,8 @@ app_name = "bitbucket_install"
 
 
 # Exempt so that a disabled simulator is a 404 to a POST too; its view checks the token.
+# Bitbucket's authorize page asks for no login on this site, and neither does its stand-in.
+@login_not_required
 @csrf_exempt
 def simulator(request: HttpRequest) -> HttpResponseBase:
     """The development simulator's page. Its code is imported only here, once it is known

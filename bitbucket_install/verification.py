@@ -24,6 +24,19 @@ def request_qsh(request: HttpRequest) -> str:
     )
 
 
+MISSING_AUTHORIZATION_HINT = (
+    " (no Authorization header reached the app: behind Apache mod_wsgi,"
+    " set WSGIPassAuthorization On)"
+)
+
+
+def missing_authorization_hint(request: HttpRequest) -> str:
+    """The end of a refusal's log line when the request came without any Authorization
+    header: Apache's mod_wsgi drops that header unless told otherwise, so every signed
+    server call would look unsigned. ``""`` when a header came, whatever it held."""
+    return "" if "HTTP_AUTHORIZATION" in request.META else MISSING_AUTHORIZATION_HINT
+
+
 def token_from_header(request: HttpRequest) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -10,12 +10,14 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import TooManyFieldsSent
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render, resolve_url
+from django.shortcuts import resolve_url
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views import View
 
@@ -23,6 +25,7 @@ from bitbucket_install import flow as flows
 from bitbucket_install.conf import app_settings, with_path_segment
 from bitbucket_install.identifiers import is_valid_client_key
 from bitbucket_install.returns import Decision, Outcome, decide, record_unsigned
+from bitbucket_install.templating import render
 
 logger = logging.getLogger("bitbucket_install")
 
@@ -94,6 +97,10 @@ class StartView(View):
         return protect(HttpResponseRedirect(target, status=303))
 
 
+# Bitbucket sends the browser back whether or not it is signed in here; a login redirect
+# would put the return's token into the login URL's ``next``. The policy commits each step
+# in a transaction of its own (and signals after it), also under ATOMIC_REQUESTS.
+@method_decorator([login_not_required, transaction.non_atomic_requests], name="dispatch")
 class CallbackView(View):
     """The ``redirect_uri``: the policy decides, this view answers."""
 
@@ -225,6 +232,7 @@ def render_result(request: HttpRequest, result: dict[str, Any]) -> HttpResponse:
     return render(request, "bitbucket_install/install_failed.html", context)
 
 
+@method_decorator(login_not_required, name="dispatch")
 class ResultView(View):
     """How the last return trip of this browser went, on a URL without any token."""
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from bitbucket_install.decorators import connect_jwt_required
 from bitbucket_install.models import Installation
 from bitbucket_install.tokens import CONTEXT_QSH, encode_token, query_string_hash
+from bitbucket_install.verification import MISSING_AUTHORIZATION_HINT
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, raw_hmac_token
 
@@ -105,6 +106,7 @@ def test_wraps_the_view() -> None:
     assert webhook.__doc__ is not None
     assert "installation" in webhook.__doc__
     assert getattr(webhook, "csrf_exempt", False) is True
+    assert getattr(webhook, "login_required", True) is False  # LoginRequiredMiddleware
 
 
 REFUSALS: list[Any] = [
@@ -206,7 +208,10 @@ def test_refused(
     assert installation_rows() == before
     assert sent_signals.none_sent
     messages = [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"]
-    assert messages == [f"Connect JWT refused on /hooks/{url.split('/')[2]}/push: reason={reason}"]
+    # With no token and no Authorization header at all, the line says why that may be.
+    hint = MISSING_AUTHORIZATION_HINT if not extra and reason == "token_missing" else ""
+    path = f"/hooks/{url.split('/')[2]}/push"
+    assert messages == [f"Connect JWT refused on {path}: reason={reason}{hint}"]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from bitbucket_install.tokens import (
     encode_token,
     query_string_hash,
 )
+from bitbucket_install.verification import MISSING_AUTHORIZATION_HINT
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import (
     APP_KEY,
@@ -1328,12 +1329,16 @@ def test_token_one_character_over_the_length_limit_refused(
 def lifecycle_log_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, dict[str, str]]]:
     """(level, what happened, fields) of each line the app logged: "lifecycle installed
     refused: reason=x client_key=y" gives ("WARNING", "lifecycle installed refused",
-    {"reason": "x", "client_key": "y"})."""
+    {"reason": "x", "client_key": "y"}); a note in parentheses after the fields comes as
+    "note"."""
     lines = []
     for record in caplog.records:
         if record.name == "bitbucket_install":
             event, _, fields = record.getMessage().partition(": ")
+            fields, _, note = fields.partition(" (")
             pairs = dict(field.split("=", 1) for field in fields.split(" "))
+            if note:
+                pairs["note"] = note.removesuffix(")")
             lines.append((record.levelname, event, pairs))
     return lines
 
@@ -1363,7 +1368,12 @@ def test_log_lines_name_the_event_the_reason_and_the_client_key(
         (
             "WARNING",
             "lifecycle installed refused",
-            {"reason": "token_missing", "client_key": CLIENT_KEY},
+            {
+                "reason": "token_missing",
+                "client_key": CLIENT_KEY,
+                # The test client sent no Authorization header at all.
+                "note": MISSING_AUTHORIZATION_HINT.strip()[1:-1],
+            },
         ),
         (
             "WARNING",

@@ -25,7 +25,6 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
@@ -54,6 +53,7 @@ from bitbucket_install.simulator.base import (
     success_url,
 )
 from bitbucket_install.simulator.transport import TRANSPORT_ERRORS
+from bitbucket_install.templating import render
 
 ACTIONS = ("check", "grant", "deny", "error")
 INSTALLED_ANSWERS = (200, 204)

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CustomUserConfig(AppConfig):
+    name = "tests.custom_user"
+    label = "custom_user"
