@@ -224,9 +224,10 @@ def test_unavailable_page_reloads_itself_and_links_no_flow(
     assert response["Retry-After"] == "5"
     html = response.content.decode()
     assert '<meta http-equiv="refresh" content="5">' in html
-    assert "reloads by itself in 5 seconds" in html
+    assert "This page reloads by itself in 5 seconds." in html
+    assert "<title>Please try again</title>" in html
     page = Page(html)
-    assert page.h1 == "Finishing the install"
+    assert page.h1 == "The install is not finished yet"
     assert page.href("reload-link") == ""
     assert flow_id not in html
     assert "connection:not-yet" not in html

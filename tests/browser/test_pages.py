@@ -120,9 +120,9 @@ def failed_in_french(contexts: Contexts, server: DemoServer) -> Arrival:
     expect(page.locator("#consent-title")).to_have_text("Installer Example app ?")
     page.locator("#deny").click()
     page.wait_for_url(url_of(server, RESULT_PATH))
-    expect(heading(page)).to_have_text("L’app n’a pas été installée")
+    expect(heading(page)).to_have_text("L\u2019app n\u2019a pas été installée")
     expect(page.get_by_role("alert")).to_have_text(
-        "Vous avez choisi de ne pas donner accès à l’app : rien n’a été installé."
+        "Vous avez choisi de ne pas donner accès à l\u2019app : rien n\u2019a été installé."
     )
     expect(page.locator("#start-link")).to_have_text("Réessayer")
     return Arrival(page)
@@ -329,8 +329,8 @@ def unavailable(contexts: Contexts, server: DemoServer) -> Arrival:
     assert response is not None
     assert response.status == 503
     assert response.headers["retry-after"] == RETRY_AFTER
-    expect(heading(page)).to_have_text("Finishing the install")
-    expect(page.get_by_role("status")).to_contain_text("reloads by itself in 5 seconds")
+    expect(heading(page)).to_have_text("The install is not finished yet")
+    expect(page.get_by_role("status")).to_contain_text("This page reloads by itself in 5 seconds.")
     refresh = page.locator("meta[http-equiv=refresh]")
     expect(refresh).to_have_attribute("content", RETRY_AFTER)
     expect(page.locator("#reload-link")).to_have_attribute("href", "")
