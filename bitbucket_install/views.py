@@ -11,12 +11,13 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import TooManyFieldsSent
 from django.db import DatabaseError, transaction
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import resolve_url
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views import View
@@ -73,6 +74,27 @@ def protect(response: HttpResponse, referrer_policy: str = "no-referrer") -> Htt
     return response
 
 
+def render_page(
+    request: HttpRequest,
+    template_name: str,
+    context: dict[str, Any] | None = None,
+    status: int | None = None,
+) -> HttpResponse:
+    """One of the app's pages, with what every page links to: the site's home."""
+    return render(
+        request, template_name, {"home_url": get_script_prefix(), **(context or {})}, status=status
+    )
+
+
+def unavailable(request: HttpRequest) -> HttpResponse:
+    """The 503 page: nothing was written and a retry can work, so the page reloads itself
+    (the same URL) after the seconds that Retry-After says."""
+    context = {"retry_after": RETRY_AFTER_SECONDS}
+    response = render_page(request, "bitbucket_install/unavailable.html", context, status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 class StartView(View):
     """POST (the button's form) starts a flow and goes to Bitbucket; GET shows the button."""
 
@@ -80,7 +102,7 @@ class StartView(View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         context = {"next": flows.safe_next(request, request.GET.get("next"))}
-        response = render(request, "bitbucket_install/start.html", context)
+        response = render_page(request, "bitbucket_install/start.html", context)
         # Under no-referrer, browsers send "Origin: null" with the form's POST, which
         # Django's CSRF check refuses; this page holds no token, so same-origin is safe.
         return protect(response, referrer_policy="same-origin")
@@ -118,7 +140,7 @@ class CallbackView(View):
         except (DatabaseError, UpdateError):  # UpdateError: the session's DatabaseError
             # Nothing was written and the flow is still in the session: a retry can work.
             logger.exception("install return: database unavailable")
-            response = render(request, "bitbucket_install/unavailable.html", status=503)
+            response = unavailable(request)
         if flow_id is not None:
             # Django would log "Bad Request: <path>" for a 4xx or 5xx, and the path holds
             # the flow's id; this app has logged the reason already, without it.
@@ -144,14 +166,7 @@ class CallbackView(View):
         if decision.outcome is Outcome.REJECTED:
             return self.rejected(request)
         if decision.outcome is Outcome.NOT_YET:
-            response = render(
-                request,
-                "bitbucket_install/unavailable.html",
-                {"retry_after": RETRY_AFTER_SECONDS},
-                status=503,
-            )
-            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-            return response
+            return unavailable(request)
         result = result_of(decision)
         if decision.flow is None and _has_no_session(request):
             # Nobody's flow, and no session to keep the result in: show it here rather
@@ -173,7 +188,7 @@ class CallbackView(View):
     def rejected(request: HttpRequest) -> HttpResponse:
         """Trust rule 4: the same 400 page for every reason."""
         context = {"message": REJECTED_MESSAGE, "error": "rejected"}
-        return render(request, "bitbucket_install/install_failed.html", context, status=400)
+        return render_page(request, "bitbucket_install/install_failed.html", context, status=400)
 
 
 def _has_no_session(request: HttpRequest) -> bool:
@@ -220,16 +235,21 @@ def render_result(request: HttpRequest, result: dict[str, Any]) -> HttpResponse:
     if result.get("ok"):
         refreshes = result.get("refreshes")
         reloads = isinstance(refreshes, int) and not isinstance(refreshes, bool) and refreshes > 0
-        refresh_after = RETRY_AFTER_SECONDS if reloads else None
-        shown: dict[str, Any] = {"result": result, "refresh_after": refresh_after}
-        return render(request, "bitbucket_install/installed.html", shown)
+        # Where a user who was signed out can sign in and come back to the button.
+        login_url = redirect_to_login(reverse("bitbucket_install:start")).url
+        success: dict[str, Any] = {
+            "result": result,
+            "login_url": login_url,
+            "refresh_after": RETRY_AFTER_SECONDS if reloads else None,
+        }
+        return render_page(request, "bitbucket_install/installed.html", success)
     error = result.get("error", "")
     context: dict[str, Any] = {
         "message": ERROR_MESSAGES.get(error, UNKNOWN_ERROR_MESSAGE),
         "error": error,
         "error_description": result.get("error_description", ""),
     }
-    return render(request, "bitbucket_install/install_failed.html", context)
+    return render_page(request, "bitbucket_install/install_failed.html", context)
 
 
 @method_decorator(login_not_required, name="dispatch")
@@ -241,7 +261,9 @@ class ResultView(View):
     def get(self, request: HttpRequest) -> HttpResponse:
         result = request.session.get(RESULT_SESSION_KEY)
         if not isinstance(result, dict):
-            raise Http404("No install to show.")
+            # Still a 404, as a page that says so and leads back.
+            page = render_page(request, "bitbucket_install/no_result.html", status=404)
+            return protect(page)
         response = render_result(request, result)
         if result.get("connection") == "unverified":
             retry_pending(request, result)

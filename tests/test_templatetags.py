@@ -1,4 +1,5 @@
-"""``{% bitbucket_install_button %}`` and ``{% bitbucket_install_url %}``."""
+"""``{% bitbucket_install_button %}``, ``{% bitbucket_install_stylesheet %}`` and
+``{% bitbucket_install_url %}``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from typing import Any
 
 import pytest
 from django.contrib.staticfiles import finders
-from django.template import Context, Template, engines
+from django.template import Context, Template, TemplateSyntaxError, engines
 from django.test import RequestFactory, override_settings
+from django.utils import translation
 
 from bitbucket_install.exceptions import InstallLinkError
+from bitbucket_install.templatetags.bitbucket_install import (
+    bitbucket_install_button,
+    bitbucket_install_stylesheet,
+)
 
 URL = (
     "https://bitbucket.org/site/addons/authorize?addon_key=example-app"
@@ -72,7 +78,8 @@ class Elements(HTMLParser):
 
 def assert_valid_button(page: Elements, *, action: str = "/bitbucket/install/") -> Element:
     """The button's markup: a POST form with a CSRF token, an Atlaskit-styled submit button,
-    no <button> inside <a>, the app's own stylesheet and nothing from another host."""
+    no <button> inside <a> and no link that starts an install, the app's own stylesheet and
+    nothing from another host."""
     assert page.open == []
     form = page.one("form")
     assert form.attrs["method"] == "post"
@@ -86,7 +93,9 @@ def assert_valid_button(page: Elements, *, action: str = "/bitbucket/install/") 
     assert {"ak-button", "ak-button__appearance-primary"} <= set(button.attrs["class"].split())
     assert "form" in button.ancestors
     assert "a" not in button.ancestors
-    assert page.all("a") == []
+    # No link starts an install (a GET would skip the CSRF check): only the form does.
+    assert not [a for a in page.all("a") if a.attrs.get("href") == action]
+    assert not [a for a in page.all("a") if "authorize" in a.attrs.get("href", "")]
     stylesheets = [e for e in page.all("link") if e.attrs.get("rel") == "stylesheet"]
     assert stylesheets
     assert {e.attrs["href"] for e in stylesheets} == {STYLESHEET}
@@ -222,10 +231,190 @@ def test_stylesheet_is_shipped_with_the_app() -> None:
     css = Path(found).read_text(encoding="utf-8")
     assert ".ak-button {" in css
     assert ".ak-button__appearance-primary {" in css
-    assert "#0052cc" in css  # Atlaskit's primary blue
+    # The design tokens, as custom properties a project overrides with a plain :root rule.
+    tokens = css.split(":where(:root) {", 1)[1].split("}", 1)[0]
+    for declaration in (
+        "--bbi-color-text: #172b4d;",
+        "--bbi-color-text-subtle: #44546f;",
+        "--bbi-color-surface: #ffffff;",
+        "--bbi-color-background: #f7f8f9;",
+        "--bbi-color-brand: #0c66e4;",
+        "--bbi-color-brand-hovered: #0055cc;",
+        "--bbi-color-brand-pressed: #09326c;",
+        "--bbi-color-success: #22a06b;",
+        "--bbi-color-danger: #c9372c;",
+        "--bbi-color-warning: #e2b203;",
+        "--bbi-color-border: #dcdfe4;",
+        "--bbi-radius: 3px;",
+    ):
+        assert declaration in tokens
+    # The legacy look keeps Atlaskit's primary blue.
+    legacy = css.split(".bbi-button--legacy {", 1)[1].split("}", 1)[0]
+    assert "--bbi-color-brand: #0052cc;" in legacy
     assert "@import" not in css
+    assert "@font-face" not in css
     assert "http" not in css
     assert "url(" not in css
+
+
+def test_button_follows_the_active_language() -> None:
+    with translation.override("fr"):
+        french = Elements(render_with_request(BUTTON))
+    english = Elements(render_with_request(BUTTON))
+    assert "".join(french.text).strip() == "Connecter à Bitbucket"
+    assert french.one("button").attrs["title"] == (
+        "Installer Example app dans votre espace de travail Bitbucket"
+    )
+    assert "".join(english.text).strip() == "Connect to Bitbucket"
+
+
+# --- appearance, logo ---------------------------------------------------------------------
+
+
+def test_button_default_appearance_has_no_logo() -> None:
+    page = Elements(render_with_request(BUTTON))
+    classes = page.one("button").attrs["class"].split()
+    assert "bbi-button" in classes
+    assert "bbi-button--legacy" not in classes
+    assert page.all("svg") == []
+
+
+def test_button_legacy_appearance() -> None:
+    html = render_with_request(
+        "{% load bitbucket_install %}{% bitbucket_install_button appearance='legacy' %}"
+    )
+    page = Elements(html)
+    button = assert_valid_button(page)
+    assert "bbi-button--legacy" in button.attrs["class"].split()
+    assert "".join(page.text).strip() == "Connect to Bitbucket"
+
+
+def test_button_unknown_appearance_is_refused() -> None:
+    with pytest.raises(TemplateSyntaxError) as caught:
+        render_with_request(
+            "{% load bitbucket_install %}{% bitbucket_install_button appearance='pink' %}"
+        )
+    assert str(caught.value) == (
+        'bitbucket_install_button: appearance must be one of "default", "legacy", not \'pink\'.'
+    )
+
+
+@pytest.mark.parametrize("appearance", ["default", "legacy"])
+def test_button_logo_is_an_inline_decoration(appearance: str) -> None:
+    html = render_with_request(
+        "{% load bitbucket_install %}"
+        f"{{% bitbucket_install_button appearance='{appearance}' logo=True label='Go' %}}"
+    )
+    page = Elements(html)
+    assert_valid_button(page)
+    svg = page.one("svg")
+    assert "button" in svg.ancestors
+    assert svg.attrs["aria-hidden"] == "true"
+    assert svg.attrs["focusable"] == "false"
+    # Drawn here: one path, no <use> or <image> of a file.
+    assert [e.tag for e in page.found if "svg" in e.ancestors] == ["path"]
+    assert "".join(page.text).strip() == "Go"
+    assert html.index("</svg>") < html.index("Go</button>")
+
+
+# --- the stylesheet, once a page -------------------------------------------------------------
+
+
+def stylesheets(html: str) -> list[str]:
+    return [e.attrs["href"] for e in Elements(html).all("link") if e.attrs["rel"] == "stylesheet"]
+
+
+def test_stylesheet_tag() -> None:
+    html = render_with_request("{% load bitbucket_install %}{% bitbucket_install_stylesheet %}")
+    assert html == f'<link rel="stylesheet" href="{STYLESHEET}">'
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(
+            "{% bitbucket_install_stylesheet %}{% bitbucket_install_button %}", id="head"
+        ),
+        pytest.param(
+            "{% bitbucket_install_button %}{% bitbucket_install_stylesheet %}", id="after"
+        ),
+        pytest.param(
+            "{% bitbucket_install_button %}{% bitbucket_install_button %}", id="2-buttons"
+        ),
+        pytest.param(
+            "{% bitbucket_install_stylesheet %}{% bitbucket_install_stylesheet %}", id="2-tags"
+        ),
+    ],
+)
+def test_a_page_links_the_stylesheet_once(source: str) -> None:
+    html = render_with_request("{% load bitbucket_install %}" + source)
+    assert stylesheets(html) == [STYLESHEET]
+
+
+def test_button_without_the_tag_links_the_stylesheet_itself() -> None:
+    html = render_with_request(BUTTON)
+    assert stylesheets(html) == [STYLESHEET]
+    assert html.startswith(f'<link rel="stylesheet" href="{STYLESHEET}">')
+
+
+PAGE_TEMPLATES = {
+    "base.html": (
+        "{% load bitbucket_install %}<head>{% bitbucket_install_stylesheet %}</head>"
+        "<body>{% block content %}{% endblock %}</body>"
+    ),
+    "page.html": (
+        '{% extends "base.html" %}{% load bitbucket_install %}{% block content %}'
+        '{% bitbucket_install_button %}{% include "partial.html" %}{% endblock %}'
+    ),
+    "partial.html": "{% load bitbucket_install %}<aside>{% bitbucket_install_button %}</aside>",
+}
+
+
+def test_the_stylesheet_mark_spans_extends_and_includes() -> None:
+    """The head's link counts for the buttons of the page's blocks and of its includes;
+    another render is another page."""
+    templates = [
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "OPTIONS": {
+                "loaders": [
+                    ("django.template.loaders.locmem.Loader", PAGE_TEMPLATES),
+                    "django.template.loaders.app_directories.Loader",
+                ],
+            },
+        }
+    ]
+    with override_settings(TEMPLATES=templates):
+        engine = engines["django"]
+        request = RequestFactory().get("/")
+        page = engine.get_template("page.html")
+        first = page.render({}, request)
+        second = page.render({}, request)
+    assert len(Elements(first).all("button")) == 2
+    assert stylesheets(first) == [STYLESHEET]
+    assert first.index(STYLESHEET) < first.index("<body>")
+    assert stylesheets(second) == [STYLESHEET]
+
+
+def test_button_function_works_outside_django_templates() -> None:
+    """Another engine calls the function with a plain mapping: the link is always in."""
+    context = bitbucket_install_button(
+        {"csrf_token": "token"}, "Go", "/next/", appearance="legacy", logo=True
+    )
+    assert context == {
+        "stylesheet": STYLESHEET,
+        "include_stylesheet": True,
+        "action": "/bitbucket/install/",
+        "csrf_token": "token",
+        "label": "Go",
+        "next": "/next/",
+        "app_name": "Example app",
+        "title": "Install Example app in your Bitbucket workspace",
+        "appearance": "legacy",
+        "button_class": "ak-button ak-button__appearance-primary bbi-button bbi-button--legacy",
+        "logo": True,
+    }
+    assert str(bitbucket_install_stylesheet({})) == f'<link rel="stylesheet" href="{STYLESHEET}">'
 
 
 # --- the plain URL ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from django.http import (
     HttpResponseRedirect,
 )
 from django.http.response import HttpResponseBase
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views import View
@@ -223,7 +223,12 @@ def grant(
     post_installed(descriptor.installed_url, body.encode(), headers, link.redirect_uri)
     state.remember_install(key, client_key, shared_secret)
     if link.redirect_uri is None:
-        context = {"descriptor": descriptor, "workspace": workspace, "client_key": client_key}
+        context = {
+            "descriptor": descriptor,
+            "workspace": workspace,
+            "client_key": client_key,
+            "home_url": get_script_prefix(),
+        }
         return render(request, "bitbucket_install/simulator/installed.html", context)
     target = success_url(
         link.redirect_uri, client_key, shared_secret, descriptor.base_path, send_jwt=send_jwt
@@ -238,7 +243,7 @@ def answer_error(request: HttpRequest, error: SimulatedError) -> HttpResponse:
     if error.redirect_to is not None:
         params = [("error", error.code), ("error_description", error.description)]
         return HttpResponseRedirect(add_query(error.redirect_to, params))
-    context = {"error": error}
+    context = {"error": error, "home_url": get_script_prefix()}
     return render(request, "bitbucket_install/simulator/error.html", context, status=error.status)
 
 

@@ -87,6 +87,22 @@ class DemoServer:
             ).fetchall()
         return [dict(row) for row in rows]
 
+    def create_user(self, username: str, password: str) -> None:
+        """A plain (not staff) user who can log in on the site, written straight into the
+        database the server reads."""
+        from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+        # The demo keeps Django's default hashers; this suite's settings do not.
+        hasher = PBKDF2PasswordHasher()
+        encoded = hasher.encode(password, hasher.salt())
+        with contextlib.closing(sqlite3.connect(self.database)) as connection, connection:
+            connection.execute(
+                "INSERT INTO auth_user (password, is_superuser, username, first_name,"
+                " last_name, email, is_staff, is_active, date_joined)"
+                " VALUES (?, 0, ?, '', '', '', 0, 1, datetime('now'))",
+                (encoded, username),
+            )
+
     def user_id(self, username: str) -> int:
         with contextlib.closing(
             sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
@@ -263,19 +279,19 @@ def _test_directory(artifacts: Path, node: pytest.Item) -> Path:
 
 
 class Contexts:
-    """Makes browser contexts (fresh profiles: no cookies) in English, 900x500, on the
-    demo server; all of them are closed at the end of the test."""
+    """Makes browser contexts (fresh profiles: no cookies) in English unless told otherwise,
+    900x500, on the demo server; all of them are closed at the end of the test."""
 
     def __init__(self, browser: Browser, server: DemoServer) -> None:
         self.browser = browser
         self.server = server
         self.made: list[BrowserContext] = []
 
-    def new(self) -> BrowserContext:
+    def new(self, locale: str = "en-US") -> BrowserContext:
         fresh = self.browser.new_context(
             base_url=self.server.url,
             viewport=VIEWPORT,
-            locale="en-US",
+            locale=locale,
             timezone_id="UTC",
         )
         fresh.set_default_timeout(TIMEOUT_MS)
@@ -330,20 +346,23 @@ ACCESSIBILITY_NOTES = pytest.StashKey[list[str]]()
 
 @pytest.fixture
 def accessibility_notes(request: pytest.FixtureRequest) -> list[str]:
-    """Lines listed at the end of the run under "axe-core: violations below serious"."""
+    """Lines listed at the end of the run: axe-core violations that do not fail it."""
     return request.config.stash.setdefault(ACCESSIBILITY_NOTES, [])
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     notes = terminalreporter.config.stash.get(ACCESSIBILITY_NOTES, [])
     if notes:
-        terminalreporter.section("axe-core: violations below serious (not failing)")
+        terminalreporter.section(
+            "axe-core: violations that do not fail the run (below serious, or accepted)"
+        )
         for line in notes:
             terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
 def readme_images() -> Path:
-    """docs/images/, where the README's screenshots are written from the real pages."""
+    """docs/images/, where the screenshots of the README and the docs are written from the
+    real pages."""
     README_IMAGES.mkdir(parents=True, exist_ok=True)
     return README_IMAGES

@@ -28,17 +28,26 @@ def url_of(server: DemoServer, path: str) -> re.Pattern[str]:
     return re.compile(re.escape(server.url + path) + r"$")
 
 
-def log_in(page: Page, server: DemoServer, steps: Steps | None = None) -> None:
-    """Log in as the demo superuser through the site's login page; lands on the home page."""
+def log_in(
+    page: Page,
+    server: DemoServer,
+    steps: Steps | None = None,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> None:
+    """Log in through the site's login page (as the demo superuser unless ``username`` and
+    ``password`` are given); lands on the home page."""
+    username = username or server.username
     page.goto("/accounts/login/?next=/")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    page.get_by_label("Username").fill(server.username)
-    page.get_by_label("Password").fill(server.password)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password or server.password)
     if steps is not None:
         steps.shot(page, "login")
     page.locator("#login").click()
     page.wait_for_url(url_of(server, "/"))
-    expect(page.locator("#logout")).to_have_text(f"Log out {server.username}")
+    expect(page.locator("#logout")).to_have_text(f"Log out {username}")
 
 
 def press_install_button(page: Page, server: DemoServer) -> None:
@@ -67,10 +76,20 @@ def start_install(page: Page, server: DemoServer, steps: Steps | None = None) ->
         steps.shot(page, "consent")
 
 
-def grant(page: Page, server: DemoServer, workspace: str, steps: Steps | None = None) -> None:
-    """On the consent page: install on ``workspace``; lands on the result page."""
+def grant(
+    page: Page,
+    server: DemoServer,
+    workspace: str,
+    steps: Steps | None = None,
+    *,
+    send_jwt: bool = True,
+) -> None:
+    """On the consent page: install on ``workspace`` (with the signed jwt, unless told
+    otherwise); lands on the result page."""
     page.locator("#workspace").fill(workspace)
     expect(page.locator("#send-jwt")).to_be_checked()
+    if not send_jwt:
+        page.locator("#send-jwt").uncheck()
     page.get_by_role("button", name="Grant access").click()
     page.wait_for_url(url_of(server, RESULT_PATH))
     expect(page.get_by_role("heading", level=1)).to_have_text("The app is installed")
