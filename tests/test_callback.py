@@ -1,10 +1,13 @@
 """The return trip's success paths.
 
 A flow return (``callback/<flow id>/``) naming a live flow of this browser uses that flow
-up and connects its user when the return is signed (or, unsigned, only with
-``BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS``); a plain return (``callback/``) confirms and
-binds nobody. Each way a clientKey is trusted, both spellings; the row, the connected user,
-exactly one ``installed`` signal, the 303 target, the result, the headers; what an earlier
+up and connects its user when the return is signed; a plain return (``callback/``)
+confirms and binds nobody. An unsigned return binds only with
+``BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS``; without it, it confirms a fresh installation
+at most, keeps the flow and gets one neutral answer whatever it names.
+
+Each way a clientKey is trusted, both spellings; the row, the connected user, exactly one
+``installed`` signal, the 303 target, the result, the headers; what an earlier
 confirmation changes; reloads; the answers that create no session; the session cookie; a
 base URL with a path; the log lines; the database being unavailable.
 """
@@ -67,10 +70,18 @@ SPELLINGS = ["clientKey", "client_key"]
 CONNECTION_TEXTS = {
     "connected": "The installation is connected to your account on this site.",
     "signed_out": "You were not signed in when you started the install",
-    "unverified": "Bitbucket did not sign this return",
+    "unverified": "Bitbucket sent you back without a signature",
     "not_started_here": "because the install was not started from this browser",
 }
 REJECTED_TEXT = "This install could not be confirmed"
+# What every unsigned return gets while unsigned returns are not trusted, whatever it named.
+NEUTRAL_RESULT = {
+    "ok": True,
+    "client_key": "",
+    "principal_name": "",
+    "connection": "unverified",
+    "connected": False,
+}
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -146,6 +157,17 @@ def assert_result(client: Client, installation: Installation, connection: str) -
     assert "The app is installed" in page
     for other, text in CONNECTION_TEXTS.items():
         assert (text in page) is (other == connection), other
+    return page
+
+
+def assert_neutral_result(client: Client) -> str:
+    """The one answer of an unsigned return (not trusted): no clientKey, no workspace."""
+    assert client.session[RESULT_SESSION_KEY] == NEUTRAL_RESULT
+    page = result_page(client)
+    assert "The app is installed" in page
+    assert "It is installed on" not in page
+    for other, text in CONNECTION_TEXTS.items():
+        assert (text in page) is (other == "unverified"), other
     return page
 
 
@@ -395,7 +417,10 @@ def test_a_plain_return_confirms_and_binds_nobody(
     assert_one_installed(sent_signals, row, None, created=not existed, path=CALLBACK_PATH)
     assert flow_ids(client) == live
     assert used_flow_hashes(client) == []
-    assert_result(client, row, "not_started_here")
+    if kind == "unsigned":
+        assert_neutral_result(client)
+    else:
+        assert_result(client, row, "not_started_here")
 
 
 def test_a_plain_return_goes_to_the_success_url_never_to_a_flows_next(
@@ -415,35 +440,139 @@ def test_a_plain_return_goes_to_the_success_url_never_to_a_flows_next(
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
-@pytest.mark.parametrize(
-    ("logged_in", "connection"), [(True, "unverified"), (False, "signed_out")]
-)
-def test_an_unsigned_flow_return_confirms_without_binding(
+@pytest.mark.parametrize("logged_in", [True, False], ids=["user", "anonymous"])
+def test_an_unsigned_flow_return_records_a_fresh_install_and_keeps_the_flow(
     client: Client,
     sent_signals: SignalRecorder,
     settings: Settings,
+    caplog: pytest.LogCaptureFixture,
     spelling: str,
     logged_in: bool,
-    connection: str,
 ) -> None:
+    """Unsigned returns not trusted: the fresh installation it names is confirmed (nobody
+    bound, no flow recorded), ``installed`` goes out with user None, the flow stays live
+    and nothing is used up; the answer is the neutral one, to the flow's next."""
     unregistered(settings)
-    _user, path = begin(client, logged_in=logged_in)
+    _user, path = begin(client, logged_in=logged_in, next_url="/dashboard/")
     stored = installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     query = urlencode({spelling: KEY_A})
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
 
     response = client.get(return_url(query, path))
 
-    assert_success_redirect(response, query, RESULT_PATH)
+    assert_success_redirect(response, query, "/dashboard/")
     [row] = Installation.objects.all()
     assert row.pk == stored.pk
     assert row.user_id is None
     assert row.confirmed_at is not None
-    assert row.confirmed_flow == flows.flow_hash(flow_id_of(path))
+    assert row.confirmed_flow is None
     assert_one_installed(sent_signals, row, None, created=False, path=path)
-    assert flow_ids(client) == []
-    assert_flow_finished(client, path)
-    page = assert_result(client, row, connection)
-    assert "It is installed on Acme Team." in page
+    assert flow_ids(client) == [flow_id_of(path)]
+    assert used_flow_hashes(client) == []
+    assert app_log(caplog) == [
+        ("INFO", f"install return without a token: client_key={KEY_A} recorded=True flow=True")
+    ]
+    assert records_mentioning(caplog, flow_id_of(path)) == []
+    assert_neutral_result(client)
+
+
+UNSIGNED_CASES = ["fresh", "unknown", "stale", "confirmed", "uninstalled", "flow-confirmed"]
+
+
+def unsigned_case(case: str) -> None:
+    """Set up the installation an unsigned return for KEY_A finds in ``case``."""
+    if case == "unknown":
+        return
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    now = timezone.now()
+    if case == "stale":
+        Installation.objects.update(installed_at=now - timedelta(hours=1))
+    elif case == "confirmed":
+        Installation.objects.update(confirmed_at=now)
+    elif case == "uninstalled":
+        Installation.objects.update(uninstalled_at=now)
+    elif case == "flow-confirmed":
+        Installation.objects.update(confirmed_at=now, confirmed_flow=flows.flow_hash("other"))
+
+
+@pytest.mark.parametrize("with_flow", [True, False], ids=["flow", "plain"])
+def test_an_unsigned_return_gets_one_answer_whatever_it_names(
+    sent_signals: SignalRecorder, settings: Settings, with_flow: bool
+) -> None:
+    """Only the fresh, unconfirmed installation is changed (and signalled); the answer,
+    its target, the result kept and the page are the same in every case."""
+    unregistered(settings)
+    answers = set()
+    for case in UNSIGNED_CASES:
+        Installation.objects.all().delete()
+        unsigned_case(case)
+        rows = installation_rows()
+        sent_signals.calls.clear()
+        client = Client()
+        login(client, f"user-{case}")
+        path = flow_path(client, "/dashboard/") if with_flow else CALLBACK_PATH
+        live = flow_ids(client)
+
+        response = client.get(return_url(urlencode({"clientKey": KEY_A}), path))
+
+        assert response.status_code == 303
+        assert_protected(response)
+        answers.add(response["Location"])
+        assert client.session[RESULT_SESSION_KEY] == NEUTRAL_RESULT
+        answers.add(result_page(client).replace(f"user-{case}", "someone"))
+        assert flow_ids(client) == live
+        assert not sent_signals.of(install_failed)
+        if case == "fresh":
+            assert Installation.objects.get().confirmed_at is not None
+            assert len(sent_signals.of(installed)) == 1
+        else:
+            assert installation_rows() == rows
+            assert sent_signals.none_sent
+    assert len(answers) == 2  # one Location, one page
+
+
+def test_a_retry_of_an_unsigned_flow_return_answers_the_same(
+    client: Client, sent_signals: SignalRecorder, settings: Settings
+) -> None:
+    unregistered(settings)
+    _user, path = begin(client, next_url="/dashboard/")
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    url = return_url(urlencode({"clientKey": KEY_A}), path)
+    first = client.get(url)
+    rows = installation_rows()
+
+    retries = [client.get(url) for _ in range(2)]
+
+    for response in [first, *retries]:
+        assert response.status_code == 303
+        assert response["Location"] == "/dashboard/"
+    assert installation_rows() == rows
+    assert len(sent_signals.calls) == 1
+    assert flow_ids(client) == [flow_id_of(path)]
+    assert_neutral_result(client)
+
+
+def test_an_unsigned_plain_return_without_a_session_is_answered_in_place(
+    sent_signals: SignalRecorder, settings: Settings
+) -> None:
+    unregistered(settings)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    client = Client()
+
+    response = client.get(return_url(urlencode({"clientKey": KEY_A})))
+
+    assert response.status_code == 200
+    assert_protected(response)
+    assert not sets_session_cookie(response)
+    assert session_rows() == 0
+    page = response.content.decode()
+    assert CONNECTION_TEXTS["unverified"] in page
+    assert "Acme Team" not in page
+    assert KEY_A not in page
+    assert_one_installed(
+        sent_signals, Installation.objects.get(), None, created=False, path=CALLBACK_PATH
+    )
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS)
@@ -499,8 +628,10 @@ def test_only_true_trusts_unsigned_returns(
     assert response.status_code == 303
     row = Installation.objects.get()
     assert row.user_id is None
+    assert row.confirmed_flow is None
     assert_one_installed(sent_signals, row, None, created=False, path=path)
-    assert_result(client, row, "unverified")
+    assert flow_ids(client) == [flow_id_of(path)]
+    assert_neutral_result(client)
 
 
 @pytest.mark.parametrize(("seconds_ago", "accepted"), [(100, True), (125, False)])
@@ -542,28 +673,33 @@ def test_the_unsigned_window_is_counted_from_the_lifecycle_callback(
 def test_an_install_reported_shortly_before_the_flow_began(
     client: Client, sent_signals: SignalRecorder, settings: Settings, leeway: int, accepted: bool
 ) -> None:
-    """The flow must have begun before the ``installed`` callback, give or take the leeway."""
+    """Trusted unsigned returns: the flow must have begun before the ``installed``
+    callback, give or take the leeway; if not, its own callback may be on its way: "not
+    yet" (503), nothing written, the flow kept."""
     unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
     settings.BITBUCKET_INSTALL_JWT_LEEWAY = leeway
     settings.BITBUCKET_INSTALL_CONFIRM_WINDOW = 60
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     Installation.objects.update(installed_at=timezone.now() - timedelta(seconds=20))
-    _user, path = begin(client)
+    user, path = begin(client)
     rows = installation_rows()
 
     response = flow_return(client, KEY_A, None, path)
 
-    assert_flow_finished(client, path)
     if accepted:
         assert response.status_code == 303
-        assert Installation.objects.get().confirmed_at is not None
-        assert len(sent_signals.of(installed)) == 1
+        assert_flow_finished(client, path)
+        row = Installation.objects.get()
+        assert user is not None
+        assert row.user_id == user.pk
+        assert_one_installed(sent_signals, row, user, created=False, path=path)
     else:
-        assert response.status_code == 400
+        assert response.status_code == 503
+        assert response["Retry-After"] == "5"
         assert installation_rows() == rows
-        [failed] = sent_signals.of(install_failed)
-        assert failed["error"] == "installed_before_flow"
-        assert len(sent_signals.calls) == 1
+        assert sent_signals.none_sent
+        assert flow_ids(client) == [flow_id_of(path)]
 
 
 # --- what an earlier confirmation changes ---------------------------------------------------
@@ -593,12 +729,38 @@ def test_a_plain_confirmation_is_connected_by_a_later_flow_return(
     assert_result(client, row, "connected")
 
 
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned-trusted"])
+def test_an_anonymous_flow_adds_nothing_to_a_plain_confirmation(
+    client: Client, sent_signals: SignalRecorder, settings: Settings, signed: bool
+) -> None:
+    """Confirmed by a plain return, nobody connected: an anonymous flow's return has nobody
+    to connect, so the row stays as it was and nothing is sent again."""
+    if not signed:
+        unregistered(settings)
+        settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    plain = signed_query(KEY_A, INSTALL_SECRET) if signed else urlencode({"clientKey": KEY_A})
+    assert Client().get(return_url(plain)).status_code == 200
+    rows = installation_rows()
+    sent_signals.calls.clear()
+    _nobody, path = begin(client, logged_in=False)
+
+    response = flow_return(client, KEY_A, INSTALL_SECRET if signed else None, path)
+
+    assert response.status_code == 303
+    assert installation_rows() == rows
+    assert Installation.objects.get().confirmed_flow is None
+    assert sent_signals.none_sent
+    assert_flow_finished(client, path)
+    assert_result(client, Installation.objects.get(), "signed_out")
+
+
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "untrusted"])
 def test_an_unsigned_plain_confirmation_then_an_unsigned_flow_return(
     client: Client, sent_signals: SignalRecorder, settings: Settings, trusted: bool
 ) -> None:
     """Trusted, the flow return connects the plainly confirmed row; untrusted, it adds
-    nothing: same row, no signal, the page says unverified."""
+    nothing: same row, no signal, the neutral answer, the flow kept."""
     unregistered(settings)
     settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = trusted
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
@@ -610,9 +772,9 @@ def test_an_unsigned_plain_confirmation_then_an_unsigned_flow_return(
     response = flow_return(client, KEY_A, None, path)
 
     assert response.status_code == 303
-    assert_flow_finished(client, path)
     row = Installation.objects.get()
     if trusted:
+        assert_flow_finished(client, path)
         assert user is not None
         assert row.user_id == user.pk
         assert row.confirmed_flow == flows.flow_hash(flow_id_of(path))
@@ -622,7 +784,8 @@ def test_an_unsigned_plain_confirmation_then_an_unsigned_flow_return(
         assert installation_rows() == rows
         assert row.confirmed_flow is None
         assert sent_signals.none_sent
-        assert_result(client, row, "unverified")
+        assert flow_ids(client) == [flow_id_of(path)]
+        assert_neutral_result(client)
 
 
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
@@ -643,14 +806,12 @@ def test_a_plain_return_for_a_confirmed_row_changes_nothing(
 
     response = client.get(return_url(query))
 
+    assert_success_redirect(response, query, RESULT_PATH)
+    assert installation_rows() == rows
     if signed:
-        assert_success_redirect(response, query, RESULT_PATH)
-        assert installation_rows() == rows
         assert_result(client, Installation.objects.get(), "not_started_here")
     else:
-        # Without a JWT, a flow-confirmed row proves nothing to anybody else.
-        assert response.status_code == 400
-        assert installation_rows() == rows
+        assert_neutral_result(client)
     assert sent_signals.none_sent
 
 
@@ -696,12 +857,19 @@ def test_an_anonymous_flow_for_a_row_another_flow_confirmed_is_refused(
     assert_flow_finished(client, path)
 
 
-@pytest.mark.parametrize("logged_in", [True, False], ids=["user", "anonymous"])
+@pytest.mark.parametrize(
+    ("logged_in", "signed"),
+    [(True, True), (False, True), (True, False)],
+    ids=["user", "anonymous", "unsigned-trusted"],
+)
 def test_a_repeat_with_the_same_flow_is_idempotent(
-    client: Client, sent_signals: SignalRecorder, logged_in: bool
+    client: Client, sent_signals: SignalRecorder, settings: Settings, logged_in: bool, signed: bool
 ) -> None:
     """What a concurrent identical return sees once the first one committed: the row was
     confirmed by this very flow (its hash is stored), while this request still has it."""
+    if not signed:
+        unregistered(settings)
+        settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
     user, path = begin(client, next_url="/dashboard/", logged_in=logged_in)
     row = installed_via_lifecycle(KEY_A, INSTALL_SECRET)
     Installation.objects.filter(pk=row.pk).update(
@@ -711,7 +879,7 @@ def test_a_repeat_with_the_same_flow_is_idempotent(
     )
     rows = installation_rows()
 
-    response = flow_return(client, KEY_A, INSTALL_SECRET, path)
+    response = flow_return(client, KEY_A, INSTALL_SECRET if signed else None, path)
 
     assert response.status_code == 303
     assert response["Location"] == "/dashboard/"
@@ -822,7 +990,9 @@ def test_an_unsafe_next_given_to_the_button_is_dropped(
 # --- reloads: the back button, a double click ------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["signed", "unsigned", "unsigned-after-window", "anonymous"])
+@pytest.mark.parametrize(
+    "kind", ["signed", "unsigned-trusted", "unsigned-trusted-after-window", "anonymous"]
+)
 def test_a_reload_of_a_finished_flow_return_answers_the_same_again(
     client: Client,
     sent_signals: SignalRecorder,
@@ -833,6 +1003,7 @@ def test_a_reload_of_a_finished_flow_return_answers_the_same_again(
     secret: str | None = INSTALL_SECRET
     if kind.startswith("unsigned"):
         unregistered(settings)
+        settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
         secret = None
     user, path = begin(client, logged_in=kind != "anonymous")
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
@@ -840,7 +1011,7 @@ def test_a_reload_of_a_finished_flow_return_answers_the_same_again(
     assert first.status_code == 303
     first_result = client.session[RESULT_SESSION_KEY]
     first_page = result_page(client)
-    if kind == "unsigned-after-window":
+    if kind.endswith("after-window"):
         Installation.objects.update(installed_at=timezone.now() - timedelta(hours=1))
     rows = installation_rows()
     url = first.wsgi_request.get_full_path()
@@ -858,7 +1029,7 @@ def test_a_reload_of_a_finished_flow_return_answers_the_same_again(
     assert client.session[RESULT_SESSION_KEY] == first_result
     assert result_page(client) == first_page
     assert app_log(caplog) == [("INFO", f"install return repeated: client_key={KEY_A}")] * 3
-    assert Installation.objects.get().user_id == (user.pk if user and secret else None)
+    assert Installation.objects.get().user_id == (user.pk if user else None)
 
 
 def test_bug_a_reload_of_a_finished_flow_return_goes_to_the_flows_next(
@@ -879,27 +1050,23 @@ def test_bug_a_reload_of_a_finished_flow_return_goes_to_the_flows_next(
     assert reload["Location"] == first["Location"]
 
 
-@pytest.mark.parametrize("kind", ["same-user-second-flow", "unsigned-after-plain"])
+@pytest.mark.parametrize("kind", ["same-user-second-flow", "anonymous-after-plain"])
 def test_bug_a_reload_of_an_accepted_return_that_changed_nothing_is_refused(
     client: Client, sent_signals: SignalRecorder, settings: Settings, kind: str
 ) -> None:
     """BUG (reported to the lead): a flow return accepted without changing the row (the
-    same user's second flow for a row their first flow confirmed; an unsigned flow return,
-    unsigned returns not trusted, for a row a plain return confirmed) records nothing of
-    its flow, so reloading that successful return finds no row confirmed by the flow and
-    shows the rejection page instead of the same success answer."""
-    secret: str | None = APP_SECRET
+    same user's second flow for a row their first flow confirmed; an anonymous flow's
+    signed return for a row a plain return confirmed) records nothing of its flow, so
+    reloading that successful return finds no row confirmed by the flow and shows the
+    rejection page instead of the same success answer."""
     if kind == "same-user-second-flow":
         _user, first = begin(client)
         assert flow_return(client, KEY_A, APP_SECRET, first).status_code == 303
     else:
-        unregistered(settings)
-        secret = None
-        installed_via_lifecycle(KEY_A, INSTALL_SECRET)
-        assert Client().get(return_url(urlencode({"clientKey": KEY_A}))).status_code == 200
-        login(client, "ada")
+        plain = Client().get(return_url(signed_query(KEY_A, APP_SECRET)))
+        assert plain.status_code == 200
     path = flow_path(client, "/again/")
-    accepted = flow_return(client, KEY_A, secret, path)
+    accepted = flow_return(client, KEY_A, APP_SECRET, path)
     assert accepted.status_code == 303
     url = accepted.wsgi_request.get_full_path()
     rows = installation_rows()
@@ -1380,6 +1547,9 @@ def the_flow_return(client: Client, settings: Settings, outcome: str, path: str)
         return flow_return(client, KEY_A, APP_SECRET, path).status_code
     if outcome == "error":
         return client.get(return_url(urlencode({"error": "access_denied"}), path)).status_code
+    if outcome == "unsigned":  # unregistered app, unsigned returns not trusted
+        unregistered(settings)
+        return flow_return(client, KEY_A, None, path).status_code
     if outcome == "unknown-flow":  # a flow of another browser
         return flow_return(Client(), KEY_A, APP_SECRET, path).status_code
     assert outcome == "malformed"
@@ -1423,6 +1593,16 @@ def the_flow_return(client: Client, settings: Settings, outcome: str, path: str)
             ],
         ),
         ("error", 303, [("INFO", "install return with error=access_denied (flow=True)")]),
+        (
+            "unsigned",
+            303,
+            [
+                (
+                    "INFO",
+                    f"install return without a token: client_key={KEY_A} recorded=False flow=True",
+                )
+            ],
+        ),
         (
             "unknown-flow",
             400,
