@@ -13,15 +13,25 @@ A flow started with the button comes back to ``/bitbucket/callback/<flow id>/`` 
 - ``unregistered(settings)``: switch the app to an unregistered one (``descriptor_uri``).
 - ``installed_via_lifecycle(client, ...)``: the ``installed`` callback, as Bitbucket sends
   it before redirecting the browser.
+- ``assert_protected(response)``: the headers every answer of start, callback and result
+  carries.
+- ``used_flow_hashes(client)`` / ``flow_id_of(path)``: the flows a browser used up, the id
+  in a flow's return path.
+- ``session_rows()`` / ``sets_session_cookie(response)``: whether a return made a session.
+- ``app_log(caplog)`` / ``records_mentioning(caplog, text)``: the app's log lines, and every
+  record (of any logger) that mentions ``text``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.http.response import HttpResponseBase
 from django.test import Client
 from pytest_django.fixtures import Settings
@@ -30,6 +40,9 @@ from bitbucket_install import flow as flows
 from bitbucket_install.models import Installation
 from bitbucket_install.tokens import encode_token
 from tests.lifecycle_helpers import lifecycle_body, post_lifecycle
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 CALLBACK_PATH = "/bitbucket/callback/"
 START_PATH = "/bitbucket/install/"
@@ -53,10 +66,12 @@ def signed_query(
     now: float | None = None,
     lifetime: int = 180,
     path: str = CALLBACK_PATH,
+    base_path: str = "",
 ) -> str:
     """``<spelling>=<client_key>[&extra]&jwt=<token>`` with the token over that query.
 
-    ``signed_for`` signs another query instead (a wrong qsh); ``iss`` defaults to the key.
+    ``signed_for`` signs another query instead (a wrong qsh); ``iss`` defaults to the key;
+    ``base_path`` is the base URL's path the qsh is relative to.
     """
     query = urlencode([(spelling, client_key), *extra])
     token = encode_token(
@@ -65,6 +80,7 @@ def signed_query(
         method="GET",
         path=path,
         query_string=query if signed_for is None else signed_for,
+        base_path=base_path,
         now=now,
         lifetime=lifetime,
     )
@@ -103,13 +119,13 @@ def flow_path(client: Client, next_url: str | None = None) -> str:
 
 def flow_return(
     client: Client, client_key: str, secret: str | None, path: str, **query: Any
-) -> HttpResponseBase:
+) -> TestResponse:
     """GET the return of the flow at ``path``: signed with ``secret`` (None: unsigned)."""
     if secret is None:
         url = return_url(urlencode({"clientKey": client_key}), path)
     else:
         url = return_url(signed_query(client_key, secret, path=path, **query), path)
-    response: HttpResponseBase = client.get(url)
+    response: TestResponse = client.get(url)
     return response
 
 
@@ -160,3 +176,59 @@ def login(client: Client, username: str) -> User:
     user: User = User.objects.create_user(username, password="unused-password")
     client.force_login(user)
     return user
+
+
+def assert_protected(response: HttpResponseBase, referrer_policy: str = "no-referrer") -> None:
+    """Out of caches, Referer headers and other sites' frames."""
+    assert response["Cache-Control"] == "no-store"
+    assert response["Referrer-Policy"] == referrer_policy
+    assert response["X-Frame-Options"] == "DENY"
+
+
+def flow_id_of(path: str) -> str:
+    """The flow id, last segment of a flow's return path ``.../callback/<flow id>/``."""
+    assert path.startswith(CALLBACK_PATH)
+    assert path.endswith("/")
+    flow_id = path[len(CALLBACK_PATH) : -1]
+    assert flow_id
+    assert "/" not in flow_id
+    return flow_id
+
+
+def used_flow_hashes(client: Client) -> list[str]:
+    """What ``client``'s session keeps of the flows it used up (their hashes)."""
+    used: list[str] = client.session.get(flows.USED_SESSION_KEY, [])
+    return used
+
+
+def session_rows() -> int:
+    """How many sessions the database holds."""
+    return int(Session.objects.count())
+
+
+def sets_session_cookie(response: HttpResponseBase) -> bool:
+    """Does ``response`` give the browser a session cookie (not just delete one)?"""
+    cookie = response.cookies.get(settings.SESSION_COOKIE_NAME)
+    return cookie is not None and cookie.value != ""
+
+
+def app_log(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    """(level, message) of each line the app logged."""
+    return [
+        (record.levelname, record.getMessage())
+        for record in caplog.records
+        if record.name == "bitbucket_install"
+    ]
+
+
+def records_mentioning(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    """Every log record, of any logger (``django.request`` too), whose message, arguments
+    or exception mention ``text``."""
+    found = []
+    for record in caplog.records:
+        rendered = " ".join(
+            [record.getMessage(), repr(record.args), record.exc_text or "", str(record.exc_info)]
+        )
+        if text in rendered:
+            found.append(f"{record.name}: {record.getMessage()}")
+    return found

@@ -36,11 +36,13 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
+from bitbucket_install.flow import flow_hash
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed
 from bitbucket_install.simulator import transport as simulator_transport
 from example_project.demo import receivers
 from example_project.demo.management.commands import demo as demo_command
+from tests.callback_helpers import flow_ids, redirect_path
 from tests.simulator.helpers import Router
 
 if TYPE_CHECKING:
@@ -426,6 +428,9 @@ def test_whole_install_through_the_simulator_shows_the_message(
         consent.wsgi_request.get_full_path(),
         {"action": "grant", "workspace": "Acme", "send_jwt": "on"},
     )
+    # Bitbucket (the simulator) sends the browser back to the flow's own return path.
+    [flow_id] = flow_ids(client)
+    assert urlsplit(granted["Location"]).path == f"/bitbucket/callback/{flow_id}/"
     back = follow(granted)
     assert back.status_code == 303
     page = follow(back)
@@ -433,18 +438,35 @@ def test_whole_install_through_the_simulator_shows_the_message(
     assert "The app is installed" in html
     assert "The app is installed on Acme and connected to your account." in html
     assert 'id="installations-link"' in html
-    assert Installation.objects.get().user == user
+    installation = Installation.objects.get()
+    assert installation.user == user
+    assert installation.confirmed_flow == flow_hash(flow_id)
+    assert flow_ids(client) == []
     cache.clear()
 
 
 @pytest.mark.django_db
 def test_failed_install_page_shows_the_message(example_site: None, client: Client) -> None:
-    client.post("/bitbucket/install/")
-    back = client.get("/bitbucket/callback/?error=access_denied&error_description=no")
+    """The example's install_failed receiver runs for the error return of its flow."""
+    path = redirect_path(client.post("/bitbucket/install/"))
+    back = client.get(path + "?error=access_denied&error_description=no")
+    assert back.status_code == 303
     page = client.get(back["Location"])
     html = page.content.decode()
     assert "The app was not installed (access_denied)." in html
     assert 'id="home-link"' in html
+
+
+@pytest.mark.django_db
+def test_a_plain_error_return_adds_no_message(example_site: None, client: Client) -> None:
+    """A return to callback/ names no flow: no install_failed, so no message, only the page."""
+    client.post("/bitbucket/install/")
+    back = client.get("/bitbucket/callback/?error=access_denied&error_description=no")
+    assert back.status_code == 303
+    html = client.get(back["Location"]).content.decode()
+    assert "The app was not installed (access_denied)." not in html
+    assert "You chose not to give the app access" in html
+    assert len(flow_ids(client)) == 1
 
 
 # --- the demo command ---------------------------------------------------------------------------

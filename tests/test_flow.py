@@ -1,7 +1,10 @@
-"""flow.py: the browser flow the start view records (single-use, short-lived, per user)."""
+"""flow.py: the browser flow the start view records (single-use, short-lived, per user),
+found again only by its id, and the hashes of the flows a browser used up."""
 
 from __future__ import annotations
 
+import hashlib
+import string
 from dataclasses import asdict
 from typing import Any
 
@@ -13,14 +16,16 @@ from django.test import RequestFactory, override_settings
 
 from bitbucket_install import flow as flows
 from bitbucket_install.flow import (
-    CONFIRMED_SESSION_KEY,
+    MAX_FLOW_ID_LENGTH,
     MAX_FLOWS_PER_SESSION,
     SESSION_KEY,
+    USED_SESSION_KEY,
     Flow,
 )
 
 ALICE = User(pk=7, username="alice")
 BOB = User(pk=8, username="bob")
+URL_SAFE = set(string.ascii_letters + string.digits + "-_")
 
 
 class Clock:
@@ -47,6 +52,14 @@ def make_request(user: Any = None, *, path: str = "/", secure: bool = False) -> 
     return request
 
 
+def stored_ids(request: HttpRequest) -> list[str]:
+    return [item["id"] for item in request.session.get(SESSION_KEY, [])]
+
+
+def store(request: HttpRequest, *items: Flow) -> None:
+    request.session[SESSION_KEY] = [asdict(item) for item in items]
+
+
 # --- safe_next ------------------------------------------------------------------------
 
 UNSAFE_NEXT = [
@@ -54,8 +67,10 @@ UNSAFE_NEXT = [
     "https://evil.test/x",
     "//evil.test",
     "//evil.test/x",
+    "//host/x",
     "///evil.test",
     "\\\\evil.test",
+    "/\\host",
     "/\\evil.test",
     "/\\/evil.test",
     "/a\\b",
@@ -101,6 +116,15 @@ def test_safe_next_keeps_paths_on_this_site(candidate: str) -> None:
     assert flows.safe_next(make_request(secure=True), candidate) == candidate
 
 
+@pytest.mark.parametrize("candidate", ["//host/x", "/\\host"])
+def test_start_drops_a_next_that_browsers_read_as_another_host(
+    clock: Clock, candidate: str
+) -> None:
+    request = make_request(ALICE)
+    assert flows.start(request, candidate).next == ""
+    assert request.session[SESSION_KEY][0]["next"] == ""
+
+
 # --- start ----------------------------------------------------------------------------
 
 
@@ -110,9 +134,12 @@ def test_start_records_one_flow(clock: Clock) -> None:
     assert flow.user_id == "7"
     assert flow.next == "/dashboard/?tab=1"
     assert flow.started_at == clock.now
-    assert len(flow.id) >= 32
+    # token_urlsafe(24): 32 URL-safe characters, fit for a path segment.
+    assert len(flow.id) == 32
+    assert set(flow.id) <= URL_SAFE
     assert request.session[SESSION_KEY] == [asdict(flow)]
-    assert flows.pending(request) == [flow]
+    assert flows.live(request, flow.id) == flow
+    assert USED_SESSION_KEY not in request.session
 
 
 def test_start_anonymous_and_unsafe_next(clock: Clock) -> None:
@@ -121,6 +148,7 @@ def test_start_anonymous_and_unsafe_next(clock: Clock) -> None:
     assert flow.user_id is None
     assert flow.next == ""
     assert request.session[SESSION_KEY] == [asdict(flow)]
+    assert flows.live(request, flow.id) == flow
 
 
 def test_start_without_user_attribute(clock: Clock) -> None:
@@ -128,21 +156,13 @@ def test_start_without_user_attribute(clock: Clock) -> None:
     request.session = SessionStore()
     flow = flows.start(request, None)
     assert flow.user_id is None
-    assert flows.pending(request) == [flow]
+    assert flows.live(request, flow.id) == flow
 
 
 def test_flow_ids_are_random(clock: Clock) -> None:
     request = make_request(ALICE)
     ids = {flows.start(request, None).id for _ in range(MAX_FLOWS_PER_SESSION)}
     assert len(ids) == MAX_FLOWS_PER_SESSION
-
-
-def test_pending_is_newest_first(clock: Clock) -> None:
-    request = make_request(ALICE)
-    first = flows.start(request, "/1")
-    clock.now += 1
-    second = flows.start(request, "/2")
-    assert flows.pending(request) == [second, first]
 
 
 def test_cap_drops_the_oldest(clock: Clock) -> None:
@@ -154,9 +174,9 @@ def test_cap_drops_the_oldest(clock: Clock) -> None:
     assert MAX_FLOWS_PER_SESSION == 5
     kept = started[-MAX_FLOWS_PER_SESSION:]
     assert request.session[SESSION_KEY] == [asdict(flow) for flow in kept]
-    assert flows.pending(request) == list(reversed(kept))
-    assert started[0] not in flows.pending(request)
-    assert started[1] not in flows.pending(request)
+    assert [flows.live(request, flow.id) for flow in kept] == kept
+    assert flows.live(request, started[0].id) is None
+    assert flows.live(request, started[1].id) is None
 
 
 @override_settings(BITBUCKET_INSTALL_FLOW_MAX_AGE=60)
@@ -164,9 +184,9 @@ def test_flow_expires_after_flow_max_age(clock: Clock) -> None:
     request = make_request(ALICE)
     flow = flows.start(request, None)
     clock.now += 60
-    assert flows.pending(request) == [flow]
+    assert flows.live(request, flow.id) == flow
     clock.now += 0.5
-    assert flows.pending(request) == []
+    assert flows.live(request, flow.id) is None
     # The next start forgets it for good.
     newer = flows.start(request, None)
     assert request.session[SESSION_KEY] == [asdict(newer)]
@@ -176,47 +196,183 @@ def test_flow_max_age_default_is_15_minutes(clock: Clock) -> None:
     request = make_request(ALICE)
     flow = flows.start(request, None)
     clock.now += 900
-    assert flows.pending(request) == [flow]
+    assert flows.live(request, flow.id) == flow
     clock.now += 1
-    assert flows.pending(request) == []
+    assert flows.live(request, flow.id) is None
 
 
-# --- finish: single use -----------------------------------------------------------------
+# --- live: only by its id, only the current user's -------------------------------------
 
 
-def test_finish_is_single_use(clock: Clock) -> None:
+def test_live_finds_each_flow_by_its_own_id_only(clock: Clock) -> None:
+    request = make_request(ALICE)
+    first = flows.start(request, "/1")
+    second = flows.start(request, "/2")
+    assert flows.live(request, first.id) == first
+    assert flows.live(request, second.id) == second
+    for near_miss in [
+        first.id[:-1],
+        first.id + "x",
+        first.id.upper() if first.id.upper() != first.id else first.id.lower(),
+        " " + first.id,
+        first.hash,
+        "",
+    ]:
+        assert flows.live(request, near_miss) is None
+    # Looking does not use anything up.
+    assert stored_ids(request) == [first.id, second.id]
+
+
+def test_live_only_finds_flows_of_the_current_user(clock: Clock) -> None:
+    request = make_request(ALICE)
+    alices = flows.start(request, "/alice")
+    request.user = BOB
+    assert flows.live(request, alices.id) is None
+    bobs = flows.start(request, "/bob")
+    assert flows.live(request, bobs.id) == bobs
+    request.user = AnonymousUser()
+    assert flows.live(request, alices.id) is None
+    assert flows.live(request, bobs.id) is None
+    anonymous = flows.start(request, "/anon")
+    assert flows.live(request, anonymous.id) == anonymous
+    request.user = ALICE
+    assert flows.live(request, alices.id) == alices
+    assert flows.live(request, anonymous.id) is None
+    assert alices.belongs_to(request)
+    assert not bobs.belongs_to(request)
+    assert not anonymous.belongs_to(request)
+    # A flow of another user is left where it is.
+    assert stored_ids(request) == [alices.id, bobs.id, anonymous.id]
+
+
+def test_an_anonymous_flow_belongs_to_a_request_without_user(clock: Clock) -> None:
+    request = RequestFactory().get("/")
+    request.session = SessionStore()
+    flow = flows.start(request, None)
+    assert flow.belongs_to(request)
+    request.user = ALICE
+    assert not flow.belongs_to(request)
+    assert flows.live(request, flow.id) is None
+
+
+def test_live_id_length_edges(clock: Clock) -> None:
+    """Ids up to MAX_FLOW_ID_LENGTH characters are looked at; an empty id or a longer one
+    never matches, even a stored flow that has that id."""
+    request = make_request(ALICE)
+    longest = Flow("a" * MAX_FLOW_ID_LENGTH, "7", "/ok", clock.now)
+    too_long = Flow("b" * (MAX_FLOW_ID_LENGTH + 1), "7", "/ok", clock.now)
+    empty = Flow("", "7", "/ok", clock.now)
+    store(request, longest, too_long, empty)
+    assert MAX_FLOW_ID_LENGTH == 64
+    assert flows.live(request, longest.id) == longest
+    assert flows.live(request, too_long.id) is None
+    assert flows.live(request, "") is None
+
+
+def test_live_with_a_non_ascii_id_finds_nothing(clock: Clock) -> None:
+    request = make_request(ALICE)
+    flow = flows.start(request, None)
+    assert flows.live(request, "é" * 10) is None
+    assert flows.live(request, flow.id + "é") is None
+    assert flows.live(request, flow.id) == flow
+
+
+# --- finish: single use, remembered as used ---------------------------------------------
+
+
+def test_finish_uses_up_that_flow_only(clock: Clock) -> None:
     request = make_request(ALICE)
     first = flows.start(request, "/1")
     clock.now += 1
     second = flows.start(request, "/2")
+
     flows.finish(request, second)
-    assert flows.pending(request) == [first]
-    flows.finish(request, second)  # a second use finds nothing
-    assert flows.pending(request) == [first]
+
+    assert flows.live(request, second.id) is None
+    assert flows.live(request, first.id) == first
+    assert request.session[USED_SESSION_KEY] == [second.hash]
+    assert flows.was_used_here(request, second.id)
+    assert not flows.was_used_here(request, first.id)
     flows.finish(request, first)
-    assert flows.pending(request) == []
+    assert stored_ids(request) == []
     assert request.session[SESSION_KEY] == []
+    assert request.session[USED_SESSION_KEY] == [second.hash, first.hash]
+    assert flows.was_used_here(request, first.id)
 
 
-# --- pending: only the current user's ---------------------------------------------------
-
-
-def test_pending_only_returns_flows_of_the_current_user(clock: Clock) -> None:
+def test_the_used_list_keeps_hashes_never_ids(clock: Clock) -> None:
     request = make_request(ALICE)
-    alices = flows.start(request, "/alice")
-    request.user = BOB
-    assert flows.pending(request) == []
-    bobs = flows.start(request, "/bob")
-    assert flows.pending(request) == [bobs]
-    request.user = AnonymousUser()
-    assert flows.pending(request) == []
-    anonymous = flows.start(request, "/anon")
-    assert flows.pending(request) == [anonymous]
-    request.user = ALICE
-    assert flows.pending(request) == [alices]
-    assert alices.belongs_to(request)
-    assert not bobs.belongs_to(request)
-    assert not anonymous.belongs_to(request)
+    flow = flows.start(request, None)
+    flows.finish(request, flow)
+    [kept] = request.session[USED_SESSION_KEY]
+    assert kept == hashlib.sha256(flow.id.encode()).hexdigest()
+    assert flow.id not in repr(dict(request.session.items()))
+
+
+def test_the_used_list_keeps_the_newest_five(clock: Clock) -> None:
+    request = make_request(ALICE)
+    finished = []
+    for number in range(MAX_FLOWS_PER_SESSION + 2):
+        flow = flows.start(request, f"/{number}")
+        flows.finish(request, flow)
+        finished.append(flow)
+    assert request.session[USED_SESSION_KEY] == [f.hash for f in finished[-5:]]
+    assert not flows.was_used_here(request, finished[0].id)
+    assert not flows.was_used_here(request, finished[1].id)
+    assert all(flows.was_used_here(request, f.id) for f in finished[2:])
+
+
+@pytest.mark.parametrize("stored", ["junk", 5, None, {"h": 1}, True, ["x", 5, None, ["y"]]])
+def test_finish_replaces_a_garbage_used_list(clock: Clock, stored: Any) -> None:
+    request = make_request(ALICE)
+    request.session[USED_SESSION_KEY] = stored
+    flow = flows.start(request, None)
+    flows.finish(request, flow)
+    kept_strings = (
+        [item for item in stored if isinstance(item, str)] if isinstance(stored, list) else []
+    )
+    assert request.session[USED_SESSION_KEY] == [*kept_strings, flow.hash]
+    assert flows.was_used_here(request, flow.id)
+
+
+@pytest.mark.parametrize("stored", ["{hash}", {"{hash}": 1}, ("{hash}",), 5, None])
+def test_was_used_here_only_trusts_a_list(clock: Clock, stored: Any) -> None:
+    """A string holding the hash (``in`` would find it) or a dict keyed by it is garbage."""
+    request = make_request(ALICE)
+    flow = flows.start(request, None)
+    if isinstance(stored, str):
+        stored = stored.format(hash=flow.hash)
+    elif isinstance(stored, dict):
+        stored = {flow.hash: 1}
+    elif isinstance(stored, tuple):
+        stored = (flow.hash,)
+    request.session[USED_SESSION_KEY] = stored
+    assert not flows.was_used_here(request, flow.id)
+
+
+def test_was_used_here_without_any_flow(clock: Clock) -> None:
+    request = make_request(ALICE)
+    assert not flows.was_used_here(request, "some-id")
+    assert not flows.was_used_here(request, "")
+
+
+def test_flow_hash_is_the_sha256_of_the_id() -> None:
+    flow = Flow("abc", None, "", 0.0)
+    assert flow.hash == flows.flow_hash("abc")
+    assert flow.hash == hashlib.sha256(b"abc").hexdigest()
+    assert len(flow.hash) == 64
+
+
+# --- is_recent --------------------------------------------------------------------------
+
+
+def test_is_recent_counts_from_the_start(clock: Clock) -> None:
+    flow = flows.start(make_request(ALICE), None)
+    clock.now += 120
+    assert flow.is_recent(120)
+    clock.now += 0.5
+    assert not flow.is_recent(120)
+    assert flow.is_recent(121)
 
 
 # --- garbage in the session -------------------------------------------------------------
@@ -226,7 +382,7 @@ def test_pending_only_returns_flows_of_the_current_user(clock: Clock) -> None:
 def test_garbage_session_value_is_ignored(clock: Clock, stored: Any) -> None:
     request = make_request(ALICE)
     request.session[SESSION_KEY] = stored
-    assert flows.pending(request) == []
+    assert flows.live(request, "x") is None
     flow = flows.start(request, "/ok")
     assert request.session[SESSION_KEY] == [asdict(flow)]
 
@@ -234,7 +390,7 @@ def test_garbage_session_value_is_ignored(clock: Clock, stored: Any) -> None:
 def test_garbage_items_are_ignored(clock: Clock) -> None:
     request = make_request(ALICE)
     good: dict[str, Any] = {"id": "good", "user_id": "7", "next": "/ok", "started_at": clock.now}
-    request.session[SESSION_KEY] = [
+    garbage: list[Any] = [
         "junk",
         5,
         None,
@@ -248,44 +404,24 @@ def test_garbage_items_are_ignored(clock: Clock) -> None:
         {**good, "id": 5},
         {**good, "id": "bad-next", "next": 5},
         {**good, "id": "bad-user", "user_id": 7},
-        good,
     ]
-    assert flows.pending(request) == [Flow("good", "7", "/ok", clock.now)]
+    request.session[SESSION_KEY] = [*garbage, good]
+    for item in garbage:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            assert flows.live(request, item["id"]) is None
+    assert flows.live(request, "good") == Flow("good", "7", "/ok", clock.now)
     flows.start(request, None)
-    assert [item["id"] for item in request.session[SESSION_KEY]][:1] == ["good"]
+    assert stored_ids(request)[:1] == ["good"]
     assert len(request.session[SESSION_KEY]) == 2
 
 
-# --- remember_confirmed / has_confirmed -------------------------------------------------
-
-
-def test_remember_confirmed_and_has_confirmed() -> None:
+@override_settings(BITBUCKET_INSTALL_FLOW_MAX_AGE=10**10)
+def test_an_integer_start_time_is_a_start_time(clock: Clock) -> None:
     request = make_request(ALICE)
-    assert not flows.has_confirmed(request, "ari:a")
-    flows.remember_confirmed(request, "ari:a")
-    assert flows.has_confirmed(request, "ari:a")
-    assert not flows.has_confirmed(request, "ari:b")
-    flows.remember_confirmed(request, "ari:b")
-    flows.remember_confirmed(request, "ari:a")  # again: moved to the end, not duplicated
-    assert request.session[CONFIRMED_SESSION_KEY] == ["ari:b", "ari:a"]
-
-
-def test_remember_confirmed_keeps_the_newest_five() -> None:
-    request = make_request()
-    for number in range(7):
-        flows.remember_confirmed(request, f"ari:{number}")
-    assert request.session[CONFIRMED_SESSION_KEY] == [f"ari:{n}" for n in range(2, 7)]
-    assert not flows.has_confirmed(request, "ari:0")
-    assert not flows.has_confirmed(request, "ari:1")
-    assert flows.has_confirmed(request, "ari:6")
-
-
-@pytest.mark.parametrize("stored", ["ari:a", 5, None, {"ari:a": 1}, True])
-def test_confirmed_garbage_is_ignored(stored: Any) -> None:
-    request = make_request()
-    request.session[CONFIRMED_SESSION_KEY] = stored
-    assert not flows.has_confirmed(request, "ari:a")
-    assert not flows.has_confirmed(request, "a")
-    flows.remember_confirmed(request, "ari:b")
-    assert request.session[CONFIRMED_SESSION_KEY] == ["ari:b"]
-    assert flows.has_confirmed(request, "ari:b")
+    request.session[SESSION_KEY] = [{"id": "int", "user_id": "7", "next": "", "started_at": 1}]
+    # clamped to 24 hours: 1 (1970) is long gone
+    assert flows.live(request, "int") is None
+    request.session[SESSION_KEY] = [
+        {"id": "int", "user_id": "7", "next": "", "started_at": int(clock.now)}
+    ]
+    assert flows.live(request, "int") == Flow("int", "7", "", int(clock.now))

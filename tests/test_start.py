@@ -1,11 +1,14 @@
-"""The ``start`` view: the button's POST starts one flow and goes to Bitbucket with a 303;
-GET shows the button; no CSRF token, no flow; an unsafe ``next`` is dropped."""
+"""The ``start`` view: the button's POST starts one flow and goes to Bitbucket with a 303,
+the flow's id as the last segment of the ``redirect_uri``; GET shows the button; no CSRF
+token, no flow; an unsafe ``next`` is dropped."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
@@ -13,21 +16,23 @@ from django.contrib.sessions.backends.cache import SessionStore
 from django.http import HttpResponseBase
 from django.test import Client, RequestFactory, override_settings
 from django.urls import reverse
+from pytest_django.fixtures import Settings
 
+from bitbucket_install.authorize import is_under
 from bitbucket_install.exceptions import InstallLinkError
 from bitbucket_install.flow import MAX_FLOWS_PER_SESSION, SESSION_KEY
 from bitbucket_install.models import Installation
 from bitbucket_install.views import StartView
+from tests.callback_helpers import app_log, assert_protected, records_mentioning
 from tests.conftest import SignalRecorder
 from tests.test_templatetags import STYLESHEET, Elements, assert_valid_button
 
 pytestmark = pytest.mark.django_db
 
 START = "/bitbucket/install/"
-URL = (
-    "https://bitbucket.org/site/addons/authorize?addon_key=example-app"
-    "&redirect_uri=https%3A%2F%2Fapp.example.com%2Fbitbucket%2Fcallback%2F"
-)
+AUTHORIZE = "https://bitbucket.org/site/addons/authorize"
+REDIRECT_URI = "https://app.example.com/bitbucket/callback/"
+BASE_URL = "https://app.example.com"
 UNSAFE_NEXT = [
     "http://evil.test/x",
     "https://evil.test/x",
@@ -35,6 +40,8 @@ UNSAFE_NEXT = [
     "//evil.test/x",
     "\\\\evil.test",
     "/\\evil.test",
+    "//host/x",
+    "/\\host",
     "javascript:alert(1)",
     "https://user@evil.test",
     "http://testserver@evil.test",
@@ -107,9 +114,30 @@ def form_of(html: bytes) -> tuple[str, dict[str, str]]:
     return form.attrs["action"], fields
 
 
-def assert_protected(response: HttpResponseBase, referrer_policy: str = "no-referrer") -> None:
-    assert response["Cache-Control"] == "no-store"
-    assert response["Referrer-Policy"] == referrer_policy
+def authorize_url(redirect_uri: str, app: tuple[str, str] = ("addon_key", "example-app")) -> str:
+    """The authorize URL Bitbucket is sent to: the app, then the redirect_uri."""
+    return AUTHORIZE + "?" + urlencode([app, ("redirect_uri", redirect_uri)])
+
+
+def redirect_uri_of(response: HttpResponseBase) -> str:
+    [redirect_uri] = parse_qs(urlsplit(response["Location"]).query)["redirect_uri"]
+    return redirect_uri
+
+
+def assert_sent_with_its_flow(
+    response: HttpResponseBase,
+    flow: dict[str, Any],
+    redirect_uri: str = REDIRECT_URI,
+    base_url: str = BASE_URL,
+) -> None:
+    """A 303 to Bitbucket whose redirect_uri is exactly ``redirect_uri`` + the id of
+    ``flow`` + "/", and still under the base URL."""
+    assert response.status_code == 303
+    assert_protected(response)
+    sent = redirect_uri_of(response)
+    assert sent == redirect_uri + flow["id"] + "/"
+    assert is_under(urlsplit(sent), urlsplit(base_url))
+    assert sent.startswith(base_url.rstrip("/") + "/")
 
 
 # --- GET: the page with the button --------------------------------------------------------
@@ -195,23 +223,21 @@ def submit_button(browser: Client, next_url: str | None = None) -> HttpResponseB
 def test_post_logged_in_creates_one_flow_and_redirects(browser: Client, user: User) -> None:
     browser.force_login(user)
     response = submit_button(browser, "/dashboard/?tab=1")
-    assert response.status_code == 303
-    assert response["Location"] == URL
-    assert_protected(response)
     (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(response, flow)
+    assert response["Location"] == authorize_url(REDIRECT_URI + flow["id"] + "/")
     assert flow["user_id"] == str(user.pk)
     assert flow["next"] == "/dashboard/?tab=1"
-    assert len(flow["id"]) >= 32
+    assert len(flow["id"]) == 32
     assert set(flow) == {"id", "user_id", "next", "started_at"}
 
 
 @pytest.mark.usefixtures("unchanged")
 def test_post_anonymous_creates_one_flow_and_redirects(browser: Client) -> None:
     response = submit_button(browser)
-    assert response.status_code == 303
-    assert response["Location"] == URL
-    assert_protected(response)
     (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(response, flow)
+    assert response["Location"] == authorize_url(REDIRECT_URI + flow["id"] + "/")
     assert flow["user_id"] is None
     assert flow["next"] == ""
 
@@ -219,11 +245,55 @@ def test_post_anonymous_creates_one_flow_and_redirects(browser: Client) -> None:
 @pytest.mark.usefixtures("unchanged")
 def test_each_post_starts_its_own_flow_up_to_the_cap(browser: Client) -> None:
     ids = []
+    redirect_uris = []
     for _ in range(MAX_FLOWS_PER_SESSION + 1):
-        assert submit_button(browser).status_code == 303
+        response = submit_button(browser)
+        assert_sent_with_its_flow(response, flows_in(browser)[-1])
         ids.append(flows_in(browser)[-1]["id"])
+        redirect_uris.append(redirect_uri_of(response))
     assert len(set(ids)) == MAX_FLOWS_PER_SESSION + 1
+    assert redirect_uris == [REDIRECT_URI + flow_id + "/" for flow_id in ids]
     assert [flow["id"] for flow in flows_in(browser)] == ids[1:]
+
+
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize(
+    "configured",
+    [
+        "https://app.example.com/bitbucket/callback/",
+        "https://app.example.com/bitbucket/callback",
+    ],
+    ids=["trailing-slash", "no-trailing-slash"],
+)
+def test_post_adds_the_flow_id_to_an_explicit_redirect_uri(
+    browser: Client, settings: Settings, configured: str
+) -> None:
+    settings.BITBUCKET_INSTALL_REDIRECT_URI = configured
+    response = submit_button(browser)
+    (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(response, flow, redirect_uri=REDIRECT_URI)
+    assert response["Location"] == authorize_url(REDIRECT_URI + flow["id"] + "/")
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_post_under_a_base_url_with_a_path(browser: Client, settings: Settings) -> None:
+    """A base URL whose path ends in "/" and the site under that prefix: the redirect_uri
+    is the callback under that prefix, with the flow's id."""
+    settings.ROOT_URLCONF = "tests.sub_urls"
+    settings.BITBUCKET_INSTALL_BASE_URL = "https://app.example.com/sub/"
+    page = browser.get("/sub/bitbucket/install/")
+    action, fields = form_of(page.content)
+    assert action == "/sub/bitbucket/install/"
+
+    response = browser.post(action, fields)
+
+    (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(
+        response,
+        flow,
+        redirect_uri="https://app.example.com/sub/bitbucket/callback/",
+        base_url="https://app.example.com/sub/",
+    )
 
 
 @override_settings(
@@ -234,13 +304,25 @@ def test_each_post_starts_its_own_flow_up_to_the_cap(browser: Client) -> None:
 @pytest.mark.usefixtures("unchanged")
 def test_post_unregistered_app_redirects_with_descriptor_uri(browser: Client) -> None:
     response = submit_button(browser)
-    assert response.status_code == 303
-    assert response["Location"] == (
-        "https://bitbucket.org/site/addons/authorize"
-        "?descriptor_uri=https%3A%2F%2Fapp.example.com%2Fbitbucket%2Fatlassian-connect.json"
-        "&redirect_uri=https%3A%2F%2Fapp.example.com%2Fbitbucket%2Fcallback%2F"
+    (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(response, flow)
+    assert response["Location"] == authorize_url(
+        REDIRECT_URI + flow["id"] + "/",
+        app=("descriptor_uri", "https://app.example.com/bitbucket/atlassian-connect.json"),
     )
-    assert len(flows_in(browser)) == 1
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_post_logs_the_user_but_never_the_flow_id(
+    browser: Client, user: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    browser.force_login(user)
+    caplog.set_level(logging.DEBUG)
+    response = submit_button(browser)
+    assert response.status_code == 303
+    (flow,) = flows_in(browser)
+    assert app_log(caplog) == [("INFO", f"install flow started: user={user.pk}")]
+    assert records_mentioning(caplog, flow["id"]) == []
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -274,10 +356,11 @@ def test_post_drops_an_unsafe_next(browser: Client, candidate: str) -> None:
     browser.get(START)
     token = browser.cookies["csrftoken"].value
     response = browser.post(START, {"csrfmiddlewaretoken": token, "next": candidate})
-    assert response.status_code == 303
-    assert response["Location"] == URL
     (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(response, flow)
     assert flow["next"] == ""
+    assert "evil.test" not in response["Location"]
+    assert "host" not in response["Location"].replace("app.example.com", "")
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -285,9 +368,11 @@ def test_post_keeps_a_safe_next(browser: Client) -> None:
     browser.get(START)
     token = browser.cookies["csrftoken"].value
     response = browser.post(START, {"csrfmiddlewaretoken": token, "next": "/dashboard/?tab=1"})
-    assert response.status_code == 303
     (flow,) = flows_in(browser)
+    assert_sent_with_its_flow(response, flow)
     assert flow["next"] == "/dashboard/?tab=1"
+    # The next stays in the session: Bitbucket never sees it.
+    assert "dashboard" not in response["Location"]
 
 
 @pytest.mark.usefixtures("unchanged")
