@@ -22,8 +22,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from bitbucket_install.conf import app_settings
 
 SESSION_KEY = "bitbucket_install_flows"
-# Hashes of the flows this browser used up, so that reloading a finished return answers
-# the same again (and only in this browser).
+# The flows this browser used up (their hashes, and what they confirmed), so that reloading
+# a finished return answers the same again (and only in this browser).
 USED_SESSION_KEY = "bitbucket_install_used_flows"
 MAX_FLOWS_PER_SESSION = 5
 FLOW_ID_BYTES = 24
@@ -127,15 +127,40 @@ def live(request: HttpRequest, flow_id: str) -> Flow | None:
     return None
 
 
-def finish(request: HttpRequest, flow: Flow) -> None:
-    """Use ``flow`` up: it never serves another return trip."""
+@dataclass(frozen=True)
+class UsedFlow:
+    """What this browser keeps of a flow it used up."""
+
+    hash: str
+    # The clientKey its return confirmed ("" when it failed or was refused).
+    client_key: str
+    next: str
+    signed_in: bool
+
+
+def _used(request: HttpRequest) -> list[UsedFlow]:
+    stored = request.session.get(USED_SESSION_KEY)
+    used = []
+    for item in stored if isinstance(stored, list) else []:
+        try:
+            entry = UsedFlow(**item)
+        except TypeError:
+            continue
+        if isinstance(entry.hash, str) and isinstance(entry.client_key, str):
+            used.append(entry)
+    return used
+
+
+def finish(request: HttpRequest, flow: Flow, confirmed: str = "") -> None:
+    """Use ``flow`` up: it never serves another return trip. ``confirmed``: the clientKey
+    its return confirmed, which a reload of that return may show again."""
     _save(request, [kept for kept in _load(request) if kept.id != flow.id])
-    used = request.session.get(USED_SESSION_KEY)
-    used = [value for value in used if isinstance(value, str)] if isinstance(used, list) else []
-    request.session[USED_SESSION_KEY] = [*used, flow.hash][-MAX_FLOWS_PER_SESSION:]
+    entry = UsedFlow(flow.hash, confirmed, flow.next, flow.user_id is not None)
+    used = [asdict(item) for item in _used(request)]
+    request.session[USED_SESSION_KEY] = [*used, asdict(entry)][-MAX_FLOWS_PER_SESSION:]
 
 
-def was_used_here(request: HttpRequest, flow_id: str) -> bool:
-    """Did this browser use up the flow ``flow_id``?"""
-    used = request.session.get(USED_SESSION_KEY)
-    return isinstance(used, list) and flow_hash(flow_id) in used
+def used_here(request: HttpRequest, flow_id: str) -> UsedFlow | None:
+    """What this browser kept of the flow ``flow_id`` it used up, if it did."""
+    wanted = flow_hash(flow_id)
+    return next((entry for entry in _used(request) if entry.hash == wanted), None)

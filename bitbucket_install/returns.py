@@ -159,6 +159,8 @@ class Decision:
     # An unsigned return's clientKey, which the result page may record once its
     # ``installed`` callback is in (the browser can be back first).
     pending_client_key: str = ""
+    # Where to go once confirmed: the flow's ``next`` (or that of the flow reloaded).
+    next: str = ""
     error: str = ""
     error_description: str = ""
 
@@ -197,15 +199,19 @@ def decide(request: HttpRequest, flow_id: str | None) -> Decision:
 
 def _without_live_flow(request: HttpRequest, trip: ReturnTrip, flow_id: str) -> Decision:
     """A return naming a flow that is not live in this browser: the reload of a return
-    this browser finished (answered the same again), or anybody else's (refused)."""
-    if trip.client_key is not None and flows.was_used_here(request, flow_id):
-        installation = Installation.objects.filter(
-            client_key=trip.client_key, confirmed_flow=flows.flow_hash(flow_id)
-        ).first()
+    this browser finished with a confirmation (answered the same again), or anything else
+    (refused)."""
+    used = flows.used_here(request, flow_id)
+    if trip.client_key is not None and used is not None and used.client_key == trip.client_key:
+        installation = Installation.objects.filter(client_key=trip.client_key).first()
         if installation is not None and installation.confirmed_at is not None:
             logger.info("install return repeated: client_key=%s", trip.client_key)
-            connection = _connection(request, installation, request.user.is_authenticated)
-            return Decision(Outcome.CONFIRMED, installation=installation, connection=connection)
+            return Decision(
+                Outcome.CONFIRMED,
+                installation=installation,
+                connection=_connection(request, installation, used.signed_in),
+                next=used.next,
+            )
     return _rejected(request, "flow_unknown", None, trip.client_key)
 
 
@@ -273,7 +279,7 @@ def _confirm(
         # same flow confirmed that one first. A flow confirms at most one installation.
         raise Rejected("flow_used") from error
     if flow is not None:
-        flows.finish(request, flow)
+        flows.finish(request, flow, confirmed=client_key)
     logger.info(
         "install return accepted: client_key=%s created=%s signalled=%s user=%s",
         client_key,
@@ -300,7 +306,11 @@ def _unverified(request: HttpRequest, client_key: str, flow: Flow | None) -> Dec
         flow is not None,
     )
     return Decision(
-        Outcome.UNVERIFIED, flow=flow, connection="unverified", pending_client_key=client_key
+        Outcome.UNVERIFIED,
+        flow=flow,
+        connection="unverified",
+        pending_client_key=client_key,
+        next=flow.next if flow is not None else "",
     )
 
 

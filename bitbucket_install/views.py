@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -16,8 +16,9 @@ from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import TooManyFieldsSent
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
 from django.shortcuts import resolve_url
-from django.urls import get_script_prefix, reverse
+from django.urls import get_resolver, get_script_prefix, reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views import View
@@ -29,6 +30,7 @@ from bitbucket_install.returns import Decision, Outcome, decide, record_unsigned
 from bitbucket_install.templating import render
 
 logger = logging.getLogger("bitbucket_install")
+Response = TypeVar("Response", bound=HttpResponseBase)
 
 RESULT_SESSION_KEY = "bitbucket_install_result"
 ERROR_MESSAGES = {
@@ -65,13 +67,20 @@ def authorize_url() -> str:
     return app_settings.install_link().url()
 
 
-def protect(response: HttpResponse, referrer_policy: str = "no-referrer") -> HttpResponse:
+def protect(response: Response, referrer_policy: str = "no-referrer") -> Response:
     """Keep tokens and install details out of caches, Referer headers and other sites'
     frames (whether or not the project has ``XFrameOptionsMiddleware``)."""
     response["Cache-Control"] = "no-store"
-    response["Referrer-Policy"] = referrer_policy
+    response.headers.setdefault("Referrer-Policy", referrer_policy)
     response["X-Frame-Options"] = "DENY"
     return response
+
+
+class ProtectedView(View):
+    """Every answer of the view protected, Django's own (a 405) included."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        return protect(super().dispatch(request, *args, **kwargs))
 
 
 def render_page(
@@ -95,7 +104,7 @@ def unavailable(request: HttpRequest) -> HttpResponse:
     return response
 
 
-class StartView(View):
+class StartView(ProtectedView):
     """POST (the button's form) starts a flow and goes to Bitbucket; GET shows the button."""
 
     http_method_names = ["get", "post"]
@@ -123,7 +132,7 @@ class StartView(View):
 # would put the return's token into the login URL's ``next``. The policy commits each step
 # in a transaction of its own (and signals after it), also under ATOMIC_REQUESTS.
 @method_decorator([login_not_required, transaction.non_atomic_requests], name="dispatch")
-class CallbackView(View):
+class CallbackView(ProtectedView):
     """The ``redirect_uri``: the policy decides, this view answers."""
 
     http_method_names = ["get"]
@@ -141,6 +150,12 @@ class CallbackView(View):
             # Nothing was written and the flow is still in the session: a retry can work.
             logger.exception("install return: database unavailable")
             response = unavailable(request)
+        except Exception:
+            if flow_id is None or settings.DEBUG:
+                raise
+            # Django's own log line of a 500 names the path, which holds the flow's id.
+            logger.exception("install return failed")
+            response = get_resolver().resolve_error_handler(500)(request)
         if flow_id is not None:
             # Django would log "Bad Request: <path>" for a 4xx or 5xx, and the path holds
             # the flow's id; this app has logged the reason already, without it.
@@ -171,10 +186,12 @@ class CallbackView(View):
         if decision.flow is None and _has_no_session(request):
             # Nobody's flow, and no session to keep the result in: show it here rather
             # than create a session (and a row in the session table) for any visitor.
+            # (Loading a bad signed cookie marks the session modified: nothing to save.)
+            request.session.modified = False
             return render_result(request, {**result, "refreshes": 0})
         request.session[RESULT_SESSION_KEY] = result
         if decision.outcome in (Outcome.CONFIRMED, Outcome.UNVERIFIED):
-            target = (decision.flow.next if decision.flow else "") or app_settings.SUCCESS_URL
+            target = decision.next or app_settings.SUCCESS_URL
         else:
             target = app_settings.FAILURE_URL
         url = resolve_url(target) if target else ""
@@ -192,11 +209,9 @@ class CallbackView(View):
 
 
 def _has_no_session(request: HttpRequest) -> bool:
-    """Is there no stored session for this browser? (Loading it tells: an unknown cookie
-    loads as a new, empty session without a key.)"""
-    session = request.session
-    session.get(RESULT_SESSION_KEY)
-    return session.session_key is None
+    """Does this browser have no session worth keeping? Loaded, an unknown cookie (or, with
+    signed cookies, one this site did not sign) is an empty session, like none at all."""
+    return not list(request.session.keys())
 
 
 def result_of(decision: Decision) -> dict[str, Any]:
@@ -253,7 +268,7 @@ def render_result(request: HttpRequest, result: dict[str, Any]) -> HttpResponse:
 
 
 @method_decorator(login_not_required, name="dispatch")
-class ResultView(View):
+class ResultView(ProtectedView):
     """How the last return trip of this browser went, on a URL without any token."""
 
     http_method_names = ["get"]
