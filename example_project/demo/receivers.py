@@ -15,21 +15,27 @@ from django.utils.translation import gettext
 
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed
+from bitbucket_install.views import ERROR_MESSAGES, UNKNOWN_ERROR_MESSAGE
 
 
 @receiver(installed, dispatch_uid="example_project.demo.receivers.announce_installed")
 def announce_installed(sender: type[Installation], **kwargs: Any) -> None:
     installation: Installation = kwargs["installation"]
-    workspace = installation.principal_name or installation.client_key
     if kwargs["user"] is None:
-        text = gettext("The app is installed on %(workspace)s.")
+        # Connected to nobody: the request may be anybody's (an unsigned return names any
+        # clientKey), so it is not told which workspace this is.
+        text = gettext("The app is installed.")
     else:
-        text = gettext("The app is installed on %(workspace)s and connected to your account.")
+        workspace = installation.principal_name or installation.client_key
+        text = gettext("The app is installed on %(workspace)s and connected to your account.") % {
+            "workspace": workspace
+        }
     # fail_silently: a request without the messages middleware must not break the install.
-    messages.success(kwargs["request"], text % {"workspace": workspace}, fail_silently=True)
+    messages.success(kwargs["request"], text, fail_silently=True)
 
 
 @receiver(install_failed, dispatch_uid="example_project.demo.receivers.announce_install_failed")
 def announce_install_failed(sender: type[Installation], **kwargs: Any) -> None:
-    text = gettext("The app was not installed (%(error)s).") % {"error": kwargs["error"]}
+    # The app's own words for the error, never the bare code.
+    text = str(ERROR_MESSAGES.get(kwargs["error"], UNKNOWN_ERROR_MESSAGE))
     messages.error(kwargs["request"], text, fail_silently=True)
