@@ -84,7 +84,7 @@ demo: $(DEMO_STAMP)
 
 # The documentation site, as CI builds it: every warning (a broken reference too) fails.
 docs: $(DOCS_STAMP)
-	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 	@printf '*\n' > docs/_build/.gitignore  # the build is never committed
 	@echo "The documentation is in docs/_build/html/index.html"
 
