@@ -6,16 +6,20 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+# make demo and make docs need only a part of the toolchain: each has a stamp of its own.
+DEMO_STAMP := $(VENV)/.installed-demo
+DOCS_STAMP := $(VENV)/.installed-docs
 # make load: how long and how many concurrent clients (see benchmarks/load.py).
 SECONDS ?= 60
 CLIENTS ?= 16
 
-.PHONY: help test test-fast lint typecheck demo browser-test load bench clean
+.PHONY: help test test-fast lint typecheck demo docs browser-test load bench clean
 
 help:
 	@echo "make demo   serve the example project with the Bitbucket simulator (PORT=$(PORT))"
 	@echo "make test   run the whole test suite (SQLite; DATABASE_URL=... for another database)"
 	@echo "make lint   ruff (lint and format check) and mypy"
+	@echo "make docs   build the documentation into docs/_build/html (Sphinx, warnings as errors)"
 	@echo "make load   installs under load: gunicorn + PostgreSQL (SECONDS=$(SECONDS) CLIENTS=$(CLIENTS))"
 	@echo "make bench  the app against hand-written code, side by side (PostgreSQL; BENCH_ARGS=--quick)"
 
@@ -24,6 +28,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres,browser,lint,example]'
 	touch $(STAMP)
+
+# The demo: the app and the example project's one extra dependency (django-environ), not
+# the test and lint toolchain. A venv made by $(STAMP) has them already.
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	@echo "make demo: installing the app and the example project into $(VENV) (first run only)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[example]'
+	@touch $(DEMO_STAMP)
+
+$(DOCS_STAMP): setup.cfg pyproject.toml
+	@echo "make docs: installing Sphinx and the furo theme into $(VENV) (first run only)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[docs]'
+	@touch $(DOCS_STAMP)
 
 # The benchmarks' own dependencies (gunicorn, psycopg), on top of the everyday ones.
 $(BENCH_STAMP): $(STAMP)
@@ -59,8 +77,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bitbucket_install tests scripts benchmarks $(wildcard example_project)
 
-demo: $(STAMP)
-	$(BIN)/python example_project/manage.py demo --port $(PORT)
+# The example project is for development only: DEBUG is off unless the environment turns
+# it on, and the demo needs it on.
+demo: $(DEMO_STAMP)
+	@DEBUG=on $(BIN)/python example_project/manage.py demo --port $(PORT)
+
+# The documentation site, as CI builds it: every warning (a broken reference too) fails.
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+	@printf '*\n' > docs/_build/.gitignore  # the build is never committed
+	@echo "The documentation is in docs/_build/html/index.html"
 
 # Concurrent complete installs against gunicorn on PostgreSQL (127.0.0.1:5432, user
 # postgres, or LOAD_POSTGRES_URL=...), then a check of the database; fails on any lost or
@@ -76,4 +102,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .tox build dist *.egg-info .coverage .coverage.* htmlcov
+	rm -rf $(VENV) .tox build dist *.egg-info .coverage .coverage.* htmlcov docs/_build

@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Django's command-line utility for the example project (run it from anywhere)."""
+"""Django's command-line utility for the example project (run it from anywhere).
+
+The example project is for development only: never deploy it (see settings.py).
+"""
 
 from __future__ import annotations
 

@@ -1,19 +1,36 @@
-"""Settings of the example project, read from the environment with django-environ.
+"""Settings of the example project: for development only. Never deploy the example
+project, and never copy these settings into a site you deploy.
+
+It is a small site for trying the app on a laptop: ``make demo`` serves it with the
+Bitbucket simulator on http://127.0.0.1:PORT/. Its defaults are safe when DEBUG is off, so
+that a copy left running by mistake gives away nothing, but it has none of what a real
+site needs (its own users, logging, static files, a real database and cache).
 
 Each value comes from a real environment variable if set, else from ``example_project/.env``
-(copy ``.env.example`` beside it; ``ENV_FILE`` names another file), else the default
-below. Every variable is documented in ``.env.example``.
+if there is one (``ENV_FILE`` names another file), else the default below. Every variable
+is documented in ``.env.example``; the demo works without any.
 
-``make demo`` (the ``demo`` command) serves this site on http://127.0.0.1:PORT/ with DEBUG
-and the Bitbucket simulator on, whatever ``.env`` says about those.
+- DEBUG is off unless the environment turns it on (``make demo`` does, for the server it
+  starts). With DEBUG on and no SECRET_KEY, the key is one generated for this checkout and
+  kept in ``example_project/.dev/`` (see ``local_secrets.py``).
+- With DEBUG off, SECRET_KEY and BITBUCKET_INSTALL_BASE_URL (the site's public HTTPS
+  address) are required, ALLOWED_HOSTS defaults to that address's host, cookies are
+  secure, HSTS is on and plain HTTP is redirected to HTTPS. The site is then expected to
+  run behind a reverse proxy that terminates TLS and sets ``X-Forwarded-Proto: https``
+  (overwriting any such header from the client): Django trusts that header to know a
+  request came over HTTPS (SECURE_PROXY_SSL_HEADER). ``manage.py check --deploy`` is then
+  clean.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from example_project.local_secrets import local_secret
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -25,17 +42,50 @@ if ENV_FILE.is_file():
 
 # --- Django -----------------------------------------------------------------------------
 
-# This is a development example: DEBUG is on unless turned off, and then it needs a key.
-DEBUG = env.bool("DEBUG", default=True)
+DEBUG = env.bool("DEBUG", default=False)
+# What the example generates for development (the dev SECRET_KEY, the demo's password).
+DEV_STATE_DIR = Path(env.str("DEV_STATE_DIR", default=str(BASE_DIR / ".dev")))
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("Set SECRET_KEY when DEBUG is off.")
-    SECRET_KEY = "django-insecure-example-project-only-never-deploy-this"
+        raise ImproperlyConfigured(
+            "The example project needs SECRET_KEY when DEBUG is off. It is for development "
+            "only: run it with DEBUG=on (make demo does), never deploy it."
+        )
+    SECRET_KEY = local_secret(DEV_STATE_DIR, "secret_key")
 
 PORT = env.int("PORT", default=8000)
 SITE_URL = f"http://127.0.0.1:{PORT}"
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+# The descriptor's baseUrl; the redirect URI must be under it. With DEBUG on it defaults
+# to the development server's address; with DEBUG off it must be given (HTTPS).
+BITBUCKET_INSTALL_BASE_URL = env.str("BITBUCKET_INSTALL_BASE_URL", default="") or (
+    SITE_URL if DEBUG else ""
+)
+if not BITBUCKET_INSTALL_BASE_URL:
+    raise ImproperlyConfigured(
+        "The example project needs BITBUCKET_INSTALL_BASE_URL (the site's public HTTPS "
+        "address) when DEBUG is off."
+    )
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS",
+    default=(
+        ["127.0.0.1", "localhost", "[::1]"]
+        if DEBUG
+        else [urlsplit(BITBUCKET_INSTALL_BASE_URL).hostname or ""]
+    ),
+)
+
+# HTTPS when DEBUG is off: behind the reverse proxy the docstring describes.
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = not DEBUG
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+# Asking browsers to preload HSTS for the domain is its owner's decision, not a default of
+# an example's (check --deploy mentions it as security.W021).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 # The database cache keeps the simulator's memory of past installs (the secret that signs
@@ -107,12 +157,14 @@ if DEMO_INSTALL_MODE not in {"descriptor", "registered"}:
     )
 DEMO_APP_KEY = env.str("DEMO_APP_KEY", default="django-bitbucket-install-demo")
 DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")
-DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="bitbucket-demo")
+# Empty: a password generated for this checkout, kept in DEV_STATE_DIR and printed by the
+# demo (never a password everybody knows).
+DEMO_ADMIN_PASSWORD = env.str("DEMO_ADMIN_PASSWORD", default="")
 
 # --- django-bitbucket-install ---------------------------------------------------------------
-# An empty value means "derive it": from PORT, the mode and the simulator switch.
+# An empty value means "derive it": from the base URL (above), the mode and the simulator
+# switch.
 
-BITBUCKET_INSTALL_BASE_URL = env.str("BITBUCKET_INSTALL_BASE_URL", default="") or SITE_URL
 _base = BITBUCKET_INSTALL_BASE_URL.rstrip("/")
 BITBUCKET_INSTALL_ADDON_KEY = env.str("BITBUCKET_INSTALL_ADDON_KEY", default="") or (
     DEMO_APP_KEY if DEMO_INSTALL_MODE == "registered" else None
@@ -135,6 +187,6 @@ BITBUCKET_INSTALL_DESCRIPTOR = {
         "DEMO_APP_DESCRIPTION",
         default="The example project of django-bitbucket-install.",
     ),
-    "vendor": {"name": "django-bitbucket-install", "url": SITE_URL},
+    "vendor": {"name": "django-bitbucket-install", "url": BITBUCKET_INSTALL_BASE_URL},
     "scopes": env.list("DEMO_APP_SCOPES", default=["account", "repository"]),
 }

@@ -12,15 +12,21 @@ import contextlib
 import gettext
 import importlib.util
 import json
+import os
 import re
+import socket
 import sqlite3
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+from urllib.error import URLError
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import environ
 import pytest
@@ -40,6 +46,7 @@ from bitbucket_install.flow import flow_hash
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed
 from bitbucket_install.simulator import transport as simulator_transport
+from example_project import local_secrets
 from example_project.demo import receivers
 from example_project.demo.management.commands import demo as demo_command
 from tests.callback_helpers import flow_ids, redirect_path
@@ -63,6 +70,13 @@ ENV_EXAMPLE = EXAMPLE / ".env.example"
 
 # --- settings -------------------------------------------------------------------------------
 
+# What `check --deploy` needs from the environment when DEBUG is off (as the docstring of
+# example_project/settings.py says).
+PRODUCTION = {
+    "SECRET_KEY": "a-production-secret-key-of-more-than-fifty-characters-0123456789",
+    "BITBUCKET_INSTALL_BASE_URL": "https://app.example.com",
+}
+
 
 def load_settings(
     monkeypatch: pytest.MonkeyPatch,
@@ -71,8 +85,13 @@ def load_settings(
     **variables: str,
 ) -> ModuleType:
     """example_project/settings.py run with only ``variables`` in the environment and
-    ``dotenv`` as its .env file; nothing leaks into this process's environment."""
-    environment = {"ENV_FILE": str(tmp_path / "missing.env"), **variables}
+    ``dotenv`` as its .env file; nothing leaks into this process's environment, and what
+    it generates goes to ``tmp_path / "dev"``."""
+    environment = {
+        "ENV_FILE": str(tmp_path / "missing.env"),
+        "DEV_STATE_DIR": str(tmp_path / "dev"),
+        **variables,
+    }
     if dotenv is not None:
         (tmp_path / "test.env").write_text(dotenv)
         environment["ENV_FILE"] = str(tmp_path / "test.env")
@@ -85,12 +104,12 @@ def load_settings(
     return module
 
 
-def test_default_settings_are_a_local_unregistered_app(
+def test_development_settings_are_a_local_unregistered_app(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    loaded = load_settings(monkeypatch, tmp_path)
+    loaded = load_settings(monkeypatch, tmp_path, DEBUG="on")
     assert loaded.DEBUG is True
-    assert loaded.SECRET_KEY.startswith("django-insecure-")
+    assert loaded.ALLOWED_HOSTS == ["127.0.0.1", "localhost", "[::1]"]
     assert loaded.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
     assert loaded.DATABASES["default"]["NAME"] == str(EXAMPLE / "db.sqlite3")
     assert loaded.CACHES["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
@@ -104,12 +123,134 @@ def test_default_settings_are_a_local_unregistered_app(
     assert loaded.BITBUCKET_INSTALL_DESCRIPTOR["key"] == "django-bitbucket-install-demo"
     assert loaded.INSTALLED_APPS[0] == "example_project.demo"
     assert "bitbucket_install" in loaded.INSTALLED_APPS
+    # Development: plain HTTP cookies and no HTTPS redirect, so runserver works.
+    assert loaded.SESSION_COOKIE_SECURE is False
+    assert loaded.SECURE_SSL_REDIRECT is False
+    assert loaded.SECURE_HSTS_SECONDS == 0
+    assert not hasattr(loaded, "SECURE_PROXY_SSL_HEADER")
+
+
+def test_development_secret_key_is_generated_per_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With DEBUG on and no SECRET_KEY: a random key, the same on every load of this
+    checkout, another in another checkout, never the key of a file in the repository."""
+    first = load_settings(monkeypatch, tmp_path, DEBUG="on").SECRET_KEY
+    again = load_settings(monkeypatch, tmp_path, DEBUG="on").SECRET_KEY
+    elsewhere = load_settings(
+        monkeypatch, tmp_path, DEBUG="on", DEV_STATE_DIR=str(tmp_path / "other-checkout")
+    ).SECRET_KEY
+    assert first == again
+    assert first != elsewhere
+    assert len(first) >= 50
+    assert len(set(first)) >= 5
+    assert not first.startswith("django-insecure-")
+    assert first not in SETTINGS_FILE.read_text()
+    stored = tmp_path / "dev" / "secret_key"
+    assert stored.read_text().strip() == first
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    # The directory keeps itself out of git.
+    assert (tmp_path / "dev" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert sorted(path.name for path in (tmp_path / "dev").iterdir()) == [
+        ".gitignore",
+        "secret_key",
+    ]
+
+
+def test_local_secret_race_keeps_one_secret(tmp_path: Path) -> None:
+    """Two processes generating the secret at once: the loser reads the winner's."""
+    winner = local_secrets.local_secret(tmp_path, "secret_key")
+    (tmp_path / "secret_key").unlink()
+    original_link = os.link
+
+    def link_after_another_process(source: Path, target: Path) -> None:
+        (tmp_path / "secret_key").write_text("the-other-process-was-first\n")
+        original_link(source, target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "link", link_after_another_process)
+        loser = local_secrets.local_secret(tmp_path, "secret_key")
+    assert winner != loser == "the-other-process-was-first"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".gitignore", "secret_key"]
+
+
+def test_debug_is_off_unless_the_environment_turns_it_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings(monkeypatch, tmp_path, **PRODUCTION).DEBUG is False
+    assert load_settings(monkeypatch, tmp_path, DEBUG="off", **PRODUCTION).DEBUG is False
+    assert load_settings(monkeypatch, tmp_path, DEBUG="on").DEBUG is True
+
+
+@pytest.mark.parametrize("missing", sorted(PRODUCTION))
+def test_debug_off_needs_a_secret_key_and_a_base_url(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, missing: str
+) -> None:
+    given = {name: value for name, value in PRODUCTION.items() if name != missing}
+    with pytest.raises(ImproperlyConfigured, match=missing):
+        load_settings(monkeypatch, tmp_path, **given)
+    assert not (tmp_path / "dev").exists()  # nothing generated with DEBUG off
+
+
+def test_debug_off_is_safe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    loaded = load_settings(monkeypatch, tmp_path, **PRODUCTION)
+    assert PRODUCTION["SECRET_KEY"] == loaded.SECRET_KEY
+    assert loaded.ALLOWED_HOSTS == ["app.example.com"]
+    assert loaded.SESSION_COOKIE_SECURE is True
+    assert loaded.CSRF_COOKIE_SECURE is True
+    assert loaded.SECURE_SSL_REDIRECT is True
+    assert loaded.SECURE_PROXY_SSL_HEADER == ("HTTP_X_FORWARDED_PROTO", "https")
+    assert loaded.SECURE_HSTS_SECONDS == 365 * 24 * 3600
+    assert loaded.SECURE_HSTS_INCLUDE_SUBDOMAINS is True
+    assert loaded.BITBUCKET_INSTALL_DESCRIPTOR_URI == (
+        "https://app.example.com/bitbucket/atlassian-connect.json"
+    )
+    assert loaded.BITBUCKET_INSTALL_DESCRIPTOR["vendor"]["url"] == "https://app.example.com"
+
+
+def manage(tmp_path: Path, *arguments: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """example_project/manage.py in a new process with only ``variables`` set."""
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "ENV_FILE": str(tmp_path / "none.env"),
+        "DEV_STATE_DIR": str(tmp_path / "dev"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        **variables,
+    }
+    return subprocess.run(  # noqa: S603
+        [sys.executable, str(EXAMPLE / "manage.py"), *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+def test_deploy_check_is_clean_with_debug_off(tmp_path: Path) -> None:
+    deployed = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "System check identified no issues" in deployed.stdout
+    # The same check with DEBUG on says what makes that configuration unfit to deploy.
+    developing = manage(tmp_path, "check", "--deploy", DEBUG="on")
+    for warning in ("security.W018", "security.W012", "security.W016", "security.W008"):
+        assert warning in developing.stderr + developing.stdout
+
+
+def test_debug_off_without_a_secret_key_does_not_start(tmp_path: Path) -> None:
+    refused = manage(tmp_path, "check")
+    assert refused.returncode != 0
+    assert "needs SECRET_KEY when DEBUG is off" in refused.stderr
+    assert "never deploy it" in refused.stderr
 
 
 def test_port_and_simulator_move_every_url(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    loaded = load_settings(monkeypatch, tmp_path, PORT="8765", BITBUCKET_INSTALL_SIMULATOR="on")
+    loaded = load_settings(
+        monkeypatch, tmp_path, DEBUG="on", PORT="8765", BITBUCKET_INSTALL_SIMULATOR="on"
+    )
     assert loaded.BITBUCKET_INSTALL_BASE_URL == "http://127.0.0.1:8765"
     assert loaded.BITBUCKET_INSTALL_AUTHORIZE_URL == (
         "http://127.0.0.1:8765/bitbucket/simulator/authorize/"
@@ -121,7 +262,7 @@ def test_port_and_simulator_move_every_url(
 
 def test_registered_mode_uses_the_app_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     loaded = load_settings(
-        monkeypatch, tmp_path, DEMO_INSTALL_MODE="registered", DEMO_APP_KEY="my-app"
+        monkeypatch, tmp_path, DEBUG="on", DEMO_INSTALL_MODE="registered", DEMO_APP_KEY="my-app"
     )
     assert loaded.BITBUCKET_INSTALL_ADDON_KEY == "my-app"
     assert loaded.BITBUCKET_INSTALL_DESCRIPTOR_URI is None
@@ -130,7 +271,7 @@ def test_registered_mode_uses_the_app_key(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_database_url_selects_postgresql(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     loaded = load_settings(
-        monkeypatch, tmp_path, DATABASE_URL="postgres://bb:pw@db.example.com:5433/demo"
+        monkeypatch, tmp_path, DEBUG="on", DATABASE_URL="postgres://bb:pw@db.example.com:5433/demo"
     )
     database = loaded.DATABASES["default"]
     assert database["ENGINE"] == "django.db.backends.postgresql"
@@ -144,24 +285,17 @@ def test_database_url_selects_postgresql(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_dotenv_fills_in_and_the_real_environment_wins(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    dotenv = "DEMO_APP_NAME=From dotenv\nPORT=9000\nDEMO_APP_SCOPES=account,webhook\n"
-    loaded = load_settings(monkeypatch, tmp_path, dotenv, PORT="9100")
+    dotenv = "DEMO_APP_NAME=From dotenv\nPORT=9000\nDEMO_APP_SCOPES=account,webhook\nDEBUG=off\n"
+    loaded = load_settings(monkeypatch, tmp_path, dotenv, PORT="9100", DEBUG="on")
     assert loaded.BITBUCKET_INSTALL_DESCRIPTOR["name"] == "From dotenv"
     assert loaded.BITBUCKET_INSTALL_DESCRIPTOR["scopes"] == ["account", "webhook"]
     assert loaded.BITBUCKET_INSTALL_BASE_URL == "http://127.0.0.1:9100"
-
-
-def test_debug_off_needs_a_secret_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY"):
-        load_settings(monkeypatch, tmp_path, DEBUG="off")
-    loaded = load_settings(monkeypatch, tmp_path, DEBUG="off", SECRET_KEY="a-real-secret")
-    assert loaded.DEBUG is False
-    assert loaded.SECRET_KEY == "a-real-secret"
+    assert loaded.DEBUG is True
 
 
 def test_unknown_install_mode_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ImproperlyConfigured, match="DEMO_INSTALL_MODE"):
-        load_settings(monkeypatch, tmp_path, DEMO_INSTALL_MODE="both")
+        load_settings(monkeypatch, tmp_path, DEBUG="on", DEMO_INSTALL_MODE="both")
 
 
 def test_env_example_documents_every_variable_and_loads(
@@ -171,8 +305,11 @@ def test_env_example_documents_every_variable_and_loads(
     documented = set(re.findall(r"^#? ?([A-Z][A-Z_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
     assert read - {"ENV_FILE"} <= documented
     assert "ENV_FILE" in ENV_EXAMPLE.read_text()
-    # Copied as it is to .env, it gives the defaults.
-    loaded = load_settings(monkeypatch, tmp_path, ENV_EXAMPLE.read_text())
+    # Copied as it is to .env, it gives the defaults: DEBUG off, so it needs what
+    # production needs; with DEBUG on from the environment, the development defaults.
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY"):
+        load_settings(monkeypatch, tmp_path, ENV_EXAMPLE.read_text())
+    loaded = load_settings(monkeypatch, tmp_path, ENV_EXAMPLE.read_text(), DEBUG="on")
     assert loaded.BITBUCKET_INSTALL_BASE_URL == "http://127.0.0.1:8000"
     assert loaded.DATABASES["default"]["NAME"] == str(EXAMPLE / "db.sqlite3")
 
@@ -198,6 +335,7 @@ def test_demo_environment_overrides_dotenv(
     assert loaded.BITBUCKET_INSTALL_DESCRIPTOR_URI == (
         "http://127.0.0.1:8765/bitbucket/atlassian-connect.json"
     )
+    assert environment["DJANGO_RUNSERVER_HIDE_WARNING"] == "true"
 
 
 # --- the site ---------------------------------------------------------------------------------
@@ -471,16 +609,49 @@ def test_a_plain_error_return_adds_no_message(example_site: None, client: Client
 
 # --- the demo command ---------------------------------------------------------------------------
 
+# What `manage.py check` says in the demo's server environment (descriptor mode).
+DEMO_CHECK_REPORT = """System check identified some issues:
+
+WARNINGS:
+?: (bitbucket_install.W001) The descriptor URI uses plain HTTP; Bitbucket refuses it.
+\tHINT: Only the development simulator accepts HTTP on a loopback host.
+?: (bitbucket_install.W002) The base URL uses plain HTTP; Bitbucket refuses it.
+\tHINT: Only the development simulator accepts HTTP on a loopback host.
+?: (bitbucket_install.W003) The development simulator is enabled.
+\tHINT: Never enable BITBUCKET_INSTALL_SIMULATOR outside development.
+
+System check identified 3 issues (0 silenced).
+"""
+EXPECTED_SUMMARY = (
+    "System checks: plain HTTP on 127.0.0.1 and the development simulator on "
+    "(W001, W002, W003), as expected for the demo."
+)
+
 
 @pytest.fixture
-def serve_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:
-    """Record the runserver child instead of starting it; migrations are not re-run."""
-    calls: list[tuple[list[str], dict[str, str]]] = []
+def dev_state(settings: Settings, tmp_path: Path) -> Path:
+    """The demo's settings: DEBUG on (as make demo runs it), and where it keeps its
+    generated password during the test."""
+    settings.DEBUG = True
+    settings.DEV_STATE_DIR = tmp_path / "dev"
+    return tmp_path / "dev"
+
+
+ServeCalls = list[tuple[list[str], dict[str, str]]]
+
+
+@pytest.fixture
+def serve_calls(monkeypatch: pytest.MonkeyPatch, dev_state: Path) -> ServeCalls:
+    """Record the check and runserver children instead of starting them (the check
+    answers what it answers in the demo); migrations are not re-run."""
+    calls: ServeCalls = []
 
     def run(
-        command: list[str], env: dict[str, str], check: bool
+        command: list[str], env: dict[str, str], check: bool, **kwargs: Any
     ) -> subprocess.CompletedProcess[str]:
         calls.append((command, env))
+        if command[2] == "check":
+            return subprocess.CompletedProcess(command, 0, stdout="", stderr=DEMO_CHECK_REPORT)
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(subprocess, "run", run)
@@ -491,20 +662,30 @@ def serve_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[s
 @pytest.mark.django_db
 def test_demo_serves_on_the_port_with_the_simulator(
     example_site: None,
-    serve_calls: list[tuple[list[str], dict[str, str]]],
+    serve_calls: ServeCalls,
+    dev_state: Path,
     django_user_model: type[User],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     call_command("demo", port=8765, noreload=True)
     out = capsys.readouterr().out
     assert "Open http://127.0.0.1:8765/" in out
-    assert "Log in as admin / bitbucket-demo (just created)" in out
-    [(command, env)] = serve_calls
+    password = (dev_state / "admin_password").read_text().strip()
+    assert len(password) >= 16
+    assert f"Log in as admin / {password} (just created)" in out
+    assert "development only: never deploy it" in out
+    # The expected warnings in one line, none of them as the server would print them.
+    assert EXPECTED_SUMMARY in out
+    assert "WARNING" not in out
+    [(check, check_env), (command, env)] = serve_calls
+    assert check == [sys.executable, str(EXAMPLE / "manage.py"), "check"]
+    assert check_env == env
     assert command == [
         sys.executable,
         str(EXAMPLE / "manage.py"),
         "runserver",
         "127.0.0.1:8765",
+        "--skip-checks",
         "--noreload",
     ]
     assert env["PORT"] == "8765"
@@ -513,19 +694,45 @@ def test_demo_serves_on_the_port_with_the_simulator(
     assert env["BITBUCKET_INSTALL_BASE_URL"] == ""
     admin = django_user_model.objects.get(username="admin")
     assert admin.is_superuser
-    assert admin.check_password("bitbucket-demo")
+    assert admin.check_password(password)
+    assert not admin.check_password("bitbucket-demo")  # the old, public password
+
+
+@pytest.mark.django_db
+def test_demo_password_is_per_checkout_unless_given(
+    example_site: None,
+    serve_calls: ServeCalls,
+    settings: Settings,
+    django_user_model: type[User],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    call_command("demo", port=8000, no_serve=True)
+    first = django_user_model.objects.get(username="admin")
+    first.delete()
+    settings.DEV_STATE_DIR = tmp_path / "another-checkout"
+    call_command("demo", port=8000, no_serve=True)
+    second = django_user_model.objects.get(username="admin")
+    assert first.password != second.password
+    second.delete()
+    settings.DEMO_ADMIN_PASSWORD = "a-password-of-my-own"
+    call_command("demo", port=8000, no_serve=True)
+    assert "Log in as admin / a-password-of-my-own (just created)" in capsys.readouterr().out
+    assert django_user_model.objects.get(username="admin").check_password("a-password-of-my-own")
 
 
 @pytest.mark.django_db
 def test_demo_never_changes_an_existing_superuser(
     example_site: None,
-    serve_calls: list[tuple[list[str], dict[str, str]]],
+    serve_calls: ServeCalls,
+    settings: Settings,
     django_user_model: type[User],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    django_user_model.objects.create_superuser("admin", "", "bitbucket-demo")
+    settings.DEMO_ADMIN_PASSWORD = "the-demo-password"
+    django_user_model.objects.create_superuser("admin", "", "the-demo-password")
     call_command("demo", port=8000, no_serve=True)
-    assert "Log in as admin / bitbucket-demo\n" in capsys.readouterr().out
+    assert "Log in as admin / the-demo-password\n" in capsys.readouterr().out
     admin = django_user_model.objects.get(username="admin")
     admin.set_password("changed-by-me")
     admin.save()
@@ -536,61 +743,185 @@ def test_demo_never_changes_an_existing_superuser(
 
 
 @pytest.mark.django_db
-def test_demo_reports_a_failing_server(
-    example_site: None, monkeypatch: pytest.MonkeyPatch, serve_calls: list[Any]
+def test_demo_refuses_to_run_with_debug_off(
+    example_site: None,
+    serve_calls: ServeCalls,
+    settings: Settings,
+    django_user_model: type[User],
 ) -> None:
-    monkeypatch.setattr(
-        subprocess,
-        "run",
-        lambda command, **kwargs: subprocess.CompletedProcess(command, 1),
-    )
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="development only"):
+        call_command("demo", port=8000)
+    assert serve_calls == []
+    assert not django_user_model.objects.exists()
+
+
+@pytest.mark.django_db
+def test_demo_shows_unexpected_findings_whole(
+    example_site: None,
+    serve_calls: ServeCalls,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = DEMO_CHECK_REPORT.replace("bitbucket_install.W001", "bitbucket_install.W005")
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        serve_calls.append((command, kwargs["env"]))
+        return subprocess.CompletedProcess(command, 0, stdout=report, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    call_command("demo", port=8000)
+    out = capsys.readouterr().out
+    assert report in out
+    assert "as expected for the demo" not in out
+    assert len(serve_calls) == 2  # the server started all the same
+
+
+@pytest.mark.django_db
+def test_demo_does_not_serve_when_the_checks_find_errors(
+    example_site: None,
+    serve_calls: ServeCalls,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = "SystemCheckError: ?: (bitbucket_install.E007) The base URL is missing.\n"
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        serve_calls.append((command, kwargs["env"]))
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr=report)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(CommandError, match="system checks found errors"):
+        call_command("demo", port=8000)
+    assert report in capsys.readouterr().out
+    assert [command[2] for command, _env in serve_calls] == ["check"]
+
+
+@pytest.mark.parametrize(
+    ("found", "summary"),
+    [
+        ([], "System checks: no issues."),
+        (
+            ["W002", "W003"],
+            "plain HTTP on 127.0.0.1 and the development simulator on (W002, W003)",
+        ),
+        (["W003"], "System checks: the development simulator on (W003), as expected"),
+        (["W001"], "System checks: plain HTTP on 127.0.0.1 (W001), as expected"),
+    ],
+)
+def test_summary_of_the_expected_checks(found: list[str], summary: str) -> None:
+    """Registered mode has no descriptor URI (no W001); a demo of one's own may differ."""
+    report = "".join(f"?: (bitbucket_install.{check_id}) ...\n" for check_id in found)
+    line = demo_command.summarize_checks(report + "System check identified ...\n")
+    assert line is not None
+    assert summary in line
+
+
+@pytest.mark.django_db
+def test_demo_reports_a_failing_server(
+    example_site: None, monkeypatch: pytest.MonkeyPatch, serve_calls: ServeCalls
+) -> None:
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        failed = 1 if command[2] == "runserver" else 0
+        return subprocess.CompletedProcess(command, failed, stdout="", stderr="")
+
+    monkeypatch.setattr(subprocess, "run", run)
     with pytest.raises(CommandError, match="exit status 1"):
         call_command("demo", port=8000)
 
 
 @pytest.mark.django_db
 def test_demo_stops_quietly_on_ctrl_c(
-    example_site: None, monkeypatch: pytest.MonkeyPatch, serve_calls: list[Any]
+    example_site: None, monkeypatch: pytest.MonkeyPatch, serve_calls: ServeCalls
 ) -> None:
-    def interrupted(command: list[str], **kwargs: Any) -> None:
-        raise KeyboardInterrupt
+    def interrupted(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if command[2] == "runserver":
+            raise KeyboardInterrupt
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr="")
 
     monkeypatch.setattr(subprocess, "run", interrupted)
     call_command("demo", port=8000)
 
 
 @pytest.mark.parametrize("port", [0, 70000])
-def test_demo_refuses_a_bad_port(example_site: None, port: int) -> None:
+def test_demo_refuses_a_bad_port(example_site: None, dev_state: Path, port: int) -> None:
     with pytest.raises(CommandError, match="--port"):
         call_command("demo", port=port, no_serve=True)
 
 
 def test_demo_sets_up_a_fresh_database(tmp_path: Path) -> None:
     """``manage.py demo`` in a new process, as ``make demo`` runs it (without serving)."""
-    database = tmp_path / "db.sqlite3"
-    environment = {
-        "PATH": "/usr/bin:/bin",
-        "DATABASE_URL": f"sqlite:///{database}",
-        "ENV_FILE": str(tmp_path / "none.env"),
-    }
-    command = [sys.executable, str(EXAMPLE / "manage.py"), "demo", "--port", "8765", "--no-serve"]
-    first = subprocess.run(  # noqa: S603
-        command, env=environment, capture_output=True, text=True, check=False, cwd=tmp_path
-    )
+    first = manage(tmp_path, "demo", "--port", "8765", "--no-serve", DEBUG="on")
     assert first.returncode == 0, first.stderr
     assert "Open http://127.0.0.1:8765/" in first.stdout
-    assert "Log in as admin / bitbucket-demo (just created)" in first.stdout
-    second = subprocess.run(  # noqa: S603
-        command, env=environment, capture_output=True, text=True, check=False, cwd=tmp_path
-    )
+    password = (tmp_path / "dev" / "admin_password").read_text().strip()
+    assert f"Log in as admin / {password} (just created)" in first.stdout
+    second = manage(tmp_path, "demo", "--port", "8765", "--no-serve", DEBUG="on")
     assert second.returncode == 0, second.stderr
-    assert "(just created)" not in second.stdout
+    assert f"Log in as admin / {password}\n" in second.stdout
     # sqlite3's own context manager commits but does not close (a ResourceWarning).
-    with contextlib.closing(sqlite3.connect(database)) as connection:
+    with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as connection:
         users = connection.execute("select username, is_superuser from auth_user").fetchall()
         tables = {row[0] for row in connection.execute("select name from sqlite_master")}
     assert users == [("admin", 1)]
     assert {"example_project_cache", "bitbucket_install_installation"} <= tables
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_demo_starts_quietly_from_a_fresh_checkout(tmp_path: Path) -> None:
+    """``make demo``'s command, really serving: no .env, nothing alarming on the way, and
+    the landing page answers."""
+    port = free_port()
+    environment = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DEBUG": "on",  # as make demo sets it
+        "PYTHONUNBUFFERED": "1",  # everything printed reaches the log before the stop
+        "ENV_FILE": str(tmp_path / "none.env"),
+        "DEV_STATE_DIR": str(tmp_path / "dev"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    command = [sys.executable, str(EXAMPLE / "manage.py"), "demo", "--port", str(port)]
+    log = tmp_path / "demo.log"
+    with log.open("w") as output:
+        demo = subprocess.Popen(  # noqa: S603
+            [*command, "--noreload"],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,  # its runserver child is in its process group
+        )
+        try:
+            status = page_status(f"http://127.0.0.1:{port}/", demo)
+        finally:
+            os.killpg(demo.pid, 15)
+            demo.wait(timeout=10)
+    printed = log.read_text()
+    assert status == 200, printed
+    assert EXPECTED_SUMMARY in printed
+    assert "never deploy it" in printed
+    for alarming in ("WARNING", "?: (", "Error", "Traceback", ".env "):
+        assert alarming not in printed, printed
+
+
+def page_status(url: str, server: subprocess.Popen[bytes]) -> int:
+    """The status of ``url`` once the server answers (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the demo stopped"
+        try:
+            with urlopen(url, timeout=5) as response:  # noqa: S310 (a local http URL)
+                status: int = response.status
+                return status
+        except URLError:
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within 30 s")
 
 
 # --- translations -------------------------------------------------------------------------------
