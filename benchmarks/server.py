@@ -81,6 +81,8 @@ def site_environment(
                 filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
             ),
             "DEBUG": "false",
+            # Plain HTTP on loopback: no redirect to HTTPS (the example's default off DEBUG).
+            "SECURE_SSL_REDIRECT": "false",
             "SECRET_KEY": secrets.token_urlsafe(48),
             "DATABASE_URL": database_url,
             "CACHE_URL": "locmemcache://",

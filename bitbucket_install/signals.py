@@ -4,7 +4,8 @@ installed(installation, request, user, created)
     A return trip confirmed an installation (or connected it to a user) and it is
     committed. ``user`` is the local user whose flow connected it, or None (no flow of
     this browser, a flow started signed out, or an unsigned return that binds nobody);
-    ``created`` is True when this return made the row.
+    ``created`` is True when this return made the row. With ``user`` None, ``request``
+    may be anybody's: tell it nothing about the installation.
 
 install_failed(request, user, error, error_description)
     Bitbucket reported an error, or the return trip failed verification; sent only for a

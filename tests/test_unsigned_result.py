@@ -30,7 +30,7 @@ from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
-REFRESH = '<meta http-equiv="refresh" content="5">'
+REFRESH = 'data-bbi-reload-after="5"'
 
 
 def unsigned_return(client: Client, client_key: str) -> None:

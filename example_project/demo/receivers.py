@@ -22,14 +22,13 @@ from bitbucket_install.views import ERROR_MESSAGES, UNKNOWN_ERROR_MESSAGE
 def announce_installed(sender: type[Installation], **kwargs: Any) -> None:
     installation: Installation = kwargs["installation"]
     if kwargs["user"] is None:
-        # Connected to nobody: the request may be anybody's (an unsigned return names any
-        # clientKey), so it is not told which workspace this is.
-        text = gettext("The app is installed.")
-    else:
-        workspace = installation.principal_name or installation.client_key
-        text = gettext("The app is installed on %(workspace)s and connected to your account.") % {
-            "workspace": workspace
-        }
+        # Connected to nobody: the request may be anybody's (an unsigned return can name any
+        # clientKey), so it is told nothing about the installation.
+        return
+    workspace = installation.principal_name or installation.client_key
+    text = gettext("The app is installed on %(workspace)s and connected to your account.") % {
+        "workspace": workspace
+    }
     # fail_silently: a request without the messages middleware must not break the install.
     messages.success(kwargs["request"], text, fail_silently=True)
 

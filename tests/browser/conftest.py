@@ -126,6 +126,7 @@ def _server_environment(database: Path, env_file: Path) -> dict[str, str]:
     environment = dict(os.environ)
     environment.update(
         DJANGO_SETTINGS_MODULE="example_project.settings",  # not pytest-django's
+        DEBUG="on",  # the example refuses to run without it, or a key and an HTTPS URL
         ENV_FILE=str(env_file),  # does not exist: no .env is read
         DATABASE_URL=f"sqlite:///{database}",
         CACHE_URL="dbcache://example_project_cache",
