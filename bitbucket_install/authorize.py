@@ -1,6 +1,6 @@
 """Install links: build the Bitbucket authorize URL and check every rule it must follow.
 
-Pure protocol code (protocol.md section 1); the Django-facing callers are the template
+Pure protocol code; the Django-facing callers are the template
 tags, the ``start`` view and the system checks, which all go through ``InstallLink``.
 """
 

@@ -1,4 +1,4 @@
-"""The app descriptor, ``atlassian-connect.json`` (protocol.md section 5), from settings."""
+"""The app descriptor, ``atlassian-connect.json`` built from settings."""
 
 from __future__ import annotations
 

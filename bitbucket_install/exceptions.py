@@ -14,7 +14,7 @@ class ConfigurationError(BitbucketInstallError, ImproperlyConfigured):
 
 
 class InstallLinkError(ConfigurationError):
-    """An install link would break a rule of protocol.md section 1; ``rule`` names it."""
+    """An install link would break a rule of the install link; ``rule`` names it."""
 
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(message)

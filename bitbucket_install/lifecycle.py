@@ -154,7 +154,7 @@ class InstalledView(LifecycleView):
         fields = _fields(payload)
         if not installation.shared_secret:
             # The row came from a verified return trip before any callback, so this is
-            # the first callback and, as protocol.md says, trusted on first use. It is
+            # the first callback and, as the protocol has it, trusted on first use. It is
             # the callback of the install that return confirmed: keep the confirmation
             # (else a reload of the return would confirm and signal it a second time).
             del fields["confirmed_at"]

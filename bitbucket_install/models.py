@@ -53,7 +53,7 @@ class Installation(models.Model):
     """One installation of the app, keyed by Bitbucket's clientKey.
 
     Rows are soft-deleted (``uninstalled_at``) so the shared secret that signs the next
-    install's lifecycle callback is kept (protocol.md section 4).
+    install's lifecycle callback is kept.
     """
 
     client_key = models.CharField(_("client key"), max_length=255, unique=True)

@@ -1,7 +1,7 @@
 """Atlassian Connect JWT: canonical request, query string hash, encode and verify.
 
 Pure protocol code on PyJWT: no Django imports, so it can be reused and tested alone.
-protocol.md section 3 is the specification followed here.
+docs/protocol.rst ("Connect JWTs") describes what it implements.
 """
 
 from __future__ import annotations
