@@ -1008,6 +1008,34 @@ def test_success_redirect_target(
     assert_result(client, Installation.objects.get(), "connected")
 
 
+@pytest.mark.parametrize("trust", ["signed", "unsigned-trusted"])
+def test_bug_a_confirming_flow_return_goes_to_the_success_url_not_the_flows_next(
+    client: Client, sent_signals: SignalRecorder, settings: Settings, trust: str
+) -> None:
+    """BUG (for the lead): the view now goes to ``decision.next``, which only the reload
+    and the unsigned (untrusted) answer set; the Decision of a confirmation
+    (``returns._confirm``) carries no ``next``, so every confirming flow return goes to
+    BITBUCKET_INSTALL_SUCCESS_URL or the result page instead of its flow's ``next`` (also
+    seen in test_success_redirect_target[next], test_each_flow_return_uses_its_own_flow
+    and every other test of a flow's next; tests/configurations/test_proxy.py too)."""
+    secret: str | None = APP_SECRET
+    if trust == "unsigned-trusted":
+        unregistered(settings)
+        settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
+        installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+        secret = None
+    settings.BITBUCKET_INSTALL_SUCCESS_URL = "/welcome/"
+    user, path = begin(client, next_url="/dashboard/")
+
+    response = flow_return(client, KEY_A, secret, path)
+
+    assert response.status_code == 303
+    assert_one_installed(
+        sent_signals, Installation.objects.get(), user, created=secret is not None, path=path
+    )
+    assert response["Location"] == "/dashboard/"
+
+
 @pytest.mark.parametrize("unsafe", ["//host/x", "/\\host", "https://evil.test/"])
 def test_an_unsafe_next_given_to_the_button_is_dropped(
     client: Client, sent_signals: SignalRecorder, unsafe: str
@@ -1391,6 +1419,26 @@ def test_a_used_entry_of_another_shape_answers_no_reload(
     again = flow_path(client)
     assert flow_return(client, KEY_A, APP_SECRET, again).status_code == 303
     assert used_flows(client) == [used_entry(again, confirmed=KEY_A, signed_in=True)]
+
+
+@pytest.mark.parametrize("next_value", [5, ["/x/"]], ids=["number", "list"])
+def test_bug_a_used_entry_whose_next_is_not_text_makes_its_reload_a_500(
+    client: Client,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    next_value: Any,
+) -> None:
+    """BUG (for the lead): a used entry of the right keys whose ``next`` is not text is
+    not dropped (flow.py checks the type of ``hash`` and ``client_key`` only); its reload
+    passes that ``next`` to ``resolve_url``, which raises TypeError: a 500, where an entry
+    of another shape should count for nothing (the reload refused as ``flow_unknown``)."""
+    _user, path = begin(client, next_url="/dashboard/")
+    first = flow_return(client, KEY_A, APP_SECRET, path)
+    assert first.status_code == 303
+    [entry] = used_flows(client)
+    stored_used_flows(client, [{**entry, "next": next_value}])
+
+    assert_reload_refused(client, reload_url(first), sent_signals, caplog)
 
 
 def test_a_used_list_of_another_shape_answers_no_reload(
@@ -1973,6 +2021,28 @@ def test_the_flow_id_is_never_logged(
     assert app_log(caplog) == lines
     assert records_mentioning(caplog, flow_id_of(path)) == []
     assert not [r for r in caplog.records if r.name == "django.request"]
+
+
+@pytest.mark.parametrize("method", ["post", "head", "options"])
+def test_bug_another_method_on_a_flow_path_gets_the_flow_id_logged(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, method: str
+) -> None:
+    """BUG (for the lead): the callback answers only GET; Django's 405 for any other
+    method on ``callback/<flow id>/`` (HEAD and OPTIONS too, as ``http_method_names`` is
+    ["get"]) is logged by ``View.http_method_not_allowed`` itself as "Method Not Allowed
+    (<method>): <path>" on django.request, so the live flow's id lands in the log, which
+    no answer of a flow path may do."""
+    _user, path = begin(client)
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 405
+    assert_protected(response)
+    assert flow_ids(client) == [flow_id_of(path)]
+    assert sent_signals.none_sent
+    assert records_mentioning(caplog, flow_id_of(path)) == []
 
 
 def test_django_logs_a_plain_rejection_as_usual(

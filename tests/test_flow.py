@@ -428,6 +428,26 @@ def test_a_good_used_entry_among_garbage_is_found(clock: Clock) -> None:
     assert flows.used_here(request, flow.id) == UsedFlow(flow.hash, "key", "/ok", True)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [{"next": 5}, {"next": ["/x/"]}, {"next": None}, {"signed_in": "yes"}, {"signed_in": None}],
+)
+def test_bug_a_used_entry_whose_next_or_signed_in_has_another_type_still_counts(
+    clock: Clock, change: dict[str, Any]
+) -> None:
+    """BUG (for the lead): the used list keeps an entry whose ``next`` is not text or whose
+    ``signed_in`` is not a bool (only ``hash`` and ``client_key`` are checked, where a
+    flow's every field is), so a reload uses it: a ``next`` that is a number or a list
+    makes that reload a 500 (test_callback.py,
+    test_bug_a_used_entry_whose_next_is_not_text_makes_its_reload_a_500). Such entries
+    should be dropped like any other of another shape."""
+    request = make_request(ALICE)
+    flow = flows.start(request, "/ok")
+    request.session[USED_SESSION_KEY] = [{**used(flow, "key"), **change}]
+
+    assert flows.used_here(request, flow.id) is None
+
+
 @pytest.mark.parametrize("stored", ["junk", 5, None, {"h": 1}, True, "garbage-entries"])
 def test_finish_drops_garbage_from_the_used_list(clock: Clock, stored: Any) -> None:
     request = make_request(ALICE)
