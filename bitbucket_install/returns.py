@@ -292,7 +292,13 @@ def _confirm(
         if flow is not None
         else "not_started_here"
     )
-    return Decision(Outcome.CONFIRMED, flow=flow, installation=installation, connection=connection)
+    return Decision(
+        Outcome.CONFIRMED,
+        flow=flow,
+        installation=installation,
+        connection=connection,
+        next=flow.next if flow is not None else "",
+    )
 
 
 def _unverified(request: HttpRequest, client_key: str, flow: Flow | None) -> Decision:

@@ -82,6 +82,9 @@ UNVERIFIED_RESULT = {
     "connection": "unverified",
     "connected": False,
 }
+# The head of the result page of an unsigned return, on its first view: it reloads itself.
+# What makes a page reload itself (reload.js reads it): in the page of an unsigned return.
+REFRESH_META = 'data-bbi-reload-after="5"'
 # What the result keeps for the server only: the named clientKey (the result page records
 # it again while in the confirm window), when, and how often the page still reloads.
 RETRY_FIELDS = ("pending", "returned_at", "refreshes")
@@ -343,6 +346,8 @@ def assert_unverified(
     if in_place:
         assert response.status_code == 200
         assert UNVERIFIED_TEXT in response.content.decode()
+        # Nothing kept to record it again by: the page does not reload itself.
+        assert REFRESH_META not in response.content.decode()
         assert session_rows() == sessions
         assert settings.SESSION_COOKIE_NAME not in response.cookies
     else:

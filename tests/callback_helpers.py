@@ -15,8 +15,9 @@ A flow started with the button comes back to ``/bitbucket/callback/<flow id>/`` 
   it before redirecting the browser.
 - ``assert_protected(response)``: the headers every answer of start, callback and result
   carries.
-- ``used_flow_hashes(client)`` / ``flow_id_of(path)``: the flows a browser used up, the id
-  in a flow's return path.
+- ``used_flows(client)`` / ``used_flow_hashes(client)`` / ``used_entry(path, ...)``: what a
+  browser keeps of the flows it used up, their hashes, the entry a flow leaves;
+  ``flow_id_of(path)``: the id in a flow's return path.
 - ``session_rows()`` / ``sets_session_cookie(response)``: whether a return made a session.
 - ``app_log(caplog)`` / ``records_mentioning(caplog, text)``: the app's log lines, and every
   record (of any logger) that mentions ``text``.
@@ -25,6 +26,7 @@ A flow started with the button comes back to ``/bitbucket/callback/<flow id>/`` 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -195,10 +197,25 @@ def flow_id_of(path: str) -> str:
     return flow_id
 
 
-def used_flow_hashes(client: Client) -> list[str]:
-    """What ``client``'s session keeps of the flows it used up (their hashes)."""
-    used: list[str] = client.session.get(flows.USED_SESSION_KEY, [])
+def used_flows(client: Client) -> list[dict[str, Any]]:
+    """What ``client``'s session keeps of the flows it used up, oldest first."""
+    used: list[dict[str, Any]] = client.session.get(flows.USED_SESSION_KEY, [])
     return used
+
+
+def used_flow_hashes(client: Client) -> list[str]:
+    """The hashes of the flows ``client`` used up, oldest first."""
+    return [str(entry["hash"]) for entry in used_flows(client)]
+
+
+def used_entry(
+    path: str, *, confirmed: str = "", next_url: str = "", signed_in: bool
+) -> dict[str, Any]:
+    """The used-flow entry the flow of ``path`` leaves: ``confirmed`` is the clientKey its
+    return confirmed ("" if none), ``next_url`` the flow's next."""
+    return asdict(
+        flows.UsedFlow(flows.flow_hash(flow_id_of(path)), confirmed, next_url, signed_in)
+    )
 
 
 def session_rows() -> int:

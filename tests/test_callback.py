@@ -8,17 +8,21 @@ at most, keeps the flow and gets one neutral answer whatever it names.
 
 Each way a clientKey is trusted, both spellings; the row, the connected user, exactly one
 ``installed`` signal, the 303 target, the result, the headers; what an earlier
-confirmation changes; reloads; the answers that create no session; the session cookie; a
-base URL with a path; the log lines; the database being unavailable.
+confirmation changes; reloads (answered again from what this browser kept of the flow it
+used up: the clientKey its return confirmed, its next, whether it was started signed in);
+the answers that create no session (no cookie, a stale one, one this site did not sign,
+an empty session); the session cookie; a base URL with a path; the log lines; the
+database being unavailable.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 from django.contrib.auth.models import User
@@ -34,6 +38,7 @@ from bitbucket_install import returns
 from bitbucket_install.models import Installation, InstallationQuerySet
 from bitbucket_install.signals import install_failed, installed
 from bitbucket_install.views import RESULT_SESSION_KEY
+from tests.attack_helpers import REFRESH_META, shown
 from tests.callback_helpers import (
     APP_SECRET,
     CALLBACK_PATH,
@@ -59,10 +64,15 @@ from tests.callback_helpers import (
     start_flow,
     token_of,
     unregistered,
+    used_entry,
     used_flow_hashes,
+    used_flows,
 )
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body, post_lifecycle
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,11 +140,17 @@ def assert_one_installed(
         assert kwargs["user"].pk == user.pk
 
 
-def assert_flow_finished(client: Client, path: str) -> None:
-    """The flow of ``path`` is used up, and this browser remembers it (by its hash)."""
+def assert_flow_finished(
+    client: Client, path: str, *, confirmed: str, next_url: str = "", signed_in: bool
+) -> None:
+    """The flow of ``path`` is used up, and this browser keeps its entry, newest (by its
+    hash, never its id): ``confirmed`` is the clientKey its return confirmed, "" if none."""
     flow_id = flow_id_of(path)
     assert flow_id not in flow_ids(client)
-    assert flows.flow_hash(flow_id) in used_flow_hashes(client)
+    assert used_flows(client)[-1] == used_entry(
+        path, confirmed=confirmed, next_url=next_url, signed_in=signed_in
+    )
+    assert flow_id not in repr(used_flows(client))
 
 
 def result_page(client: Client) -> str:
@@ -160,10 +176,23 @@ def assert_result(client: Client, installation: Installation, connection: str) -
     return page
 
 
-def assert_neutral_result(client: Client) -> str:
-    """The one answer of an unsigned return (not trusted): no clientKey, no workspace."""
-    assert client.session[RESULT_SESSION_KEY] == NEUTRAL_RESULT
+def assert_neutral_stored(client: Client, named: str = KEY_A) -> None:
+    """The result an unsigned return (not trusted) keeps: shown, the neutral one; for the
+    server only, the clientKey it named, when it came back, one reload still to do."""
+    stored = client.session[RESULT_SESSION_KEY]
+    assert shown(stored) == NEUTRAL_RESULT
+    assert stored["pending"] == named
+    assert time.time() - 60 < stored["returned_at"] <= time.time()
+    assert stored["refreshes"] == 1
+
+
+def assert_neutral_result(client: Client, named: str = KEY_A) -> str:
+    """The one answer of an unsigned return (not trusted): no clientKey, no workspace; its
+    page reloads itself on this first view."""
+    assert_neutral_stored(client, named)
     page = result_page(client)
+    assert REFRESH_META in page
+    assert client.session[RESULT_SESSION_KEY]["refreshes"] == 0
     assert "The app is installed" in page
     assert "It is installed on" not in page
     for other, text in CONNECTION_TEXTS.items():
@@ -194,6 +223,7 @@ def test_flow_return_with_the_app_level_secret_creates_the_installation(
     assert row.user_id == (user.pk if user else None)
     assert_one_installed(sent_signals, row, user, created=True, path=path)
     assert flow_ids(client) == []
+    assert used_flows(client) == [used_entry(path, confirmed=KEY_A, signed_in=logged_in)]
     assert used_flow_hashes(client) == [row.confirmed_flow]
     assert_result(client, row, "connected" if user else "signed_out")
 
@@ -217,7 +247,7 @@ def test_flow_return_with_the_installation_secret_confirms_the_lifecycle_row(
     assert row.confirmed_flow == flows.flow_hash(flow_id_of(path))
     assert row.user_id == (user.pk if user else None)
     assert_one_installed(sent_signals, row, user, created=False, path=path)
-    assert_flow_finished(client, path)
+    assert_flow_finished(client, path, confirmed=KEY_A, signed_in=logged_in)
     page = assert_result(client, row, "connected" if user else "signed_out")
     assert "It is installed on Acme Team." in page
 
@@ -362,7 +392,7 @@ def test_a_token_issued_shortly_before_the_flow_began(
 
     response = client.get(return_url(query, path))
 
-    assert_flow_finished(client, path)
+    assert_flow_finished(client, path, confirmed=KEY_A if accepted else "", signed_in=True)
     if accepted:
         assert response.status_code == 303
         assert Installation.objects.get().user_id == (user.pk if user else None)
@@ -519,7 +549,7 @@ def test_an_unsigned_return_gets_one_answer_whatever_it_names(
         assert response.status_code == 303
         assert_protected(response)
         answers.add(response["Location"])
-        assert client.session[RESULT_SESSION_KEY] == NEUTRAL_RESULT
+        assert_neutral_stored(client)
         answers.add(result_page(client).replace(f"user-{case}", "someone"))
         assert flow_ids(client) == live
         assert not sent_signals.of(install_failed)
@@ -570,6 +600,8 @@ def test_an_unsigned_plain_return_without_a_session_is_answered_in_place(
     assert CONNECTION_TEXTS["unverified"] in page
     assert "Acme Team" not in page
     assert KEY_A not in page
+    # Nothing kept to record it again: the page does not reload itself.
+    assert REFRESH_META not in page
     assert_one_installed(
         sent_signals, Installation.objects.get(), None, created=False, path=CALLBACK_PATH
     )
@@ -654,7 +686,7 @@ def test_the_unsigned_window_is_counted_from_the_lifecycle_callback(
 
     response = flow_return(client, KEY_A, None, path)
 
-    assert_flow_finished(client, path)
+    assert_flow_finished(client, path, confirmed=KEY_A if accepted else "", signed_in=True)
     if accepted:
         assert response.status_code == 303
         row = Installation.objects.get()
@@ -689,7 +721,7 @@ def test_an_install_reported_shortly_before_the_flow_began(
 
     if accepted:
         assert response.status_code == 303
-        assert_flow_finished(client, path)
+        assert_flow_finished(client, path, confirmed=KEY_A, signed_in=True)
         row = Installation.objects.get()
         assert user is not None
         assert row.user_id == user.pk
@@ -751,7 +783,7 @@ def test_an_anonymous_flow_adds_nothing_to_a_plain_confirmation(
     assert installation_rows() == rows
     assert Installation.objects.get().confirmed_flow is None
     assert sent_signals.none_sent
-    assert_flow_finished(client, path)
+    assert_flow_finished(client, path, confirmed=KEY_A, signed_in=False)
     assert_result(client, Installation.objects.get(), "signed_out")
 
 
@@ -774,7 +806,7 @@ def test_an_unsigned_plain_confirmation_then_an_unsigned_flow_return(
     assert response.status_code == 303
     row = Installation.objects.get()
     if trusted:
-        assert_flow_finished(client, path)
+        assert_flow_finished(client, path, confirmed=KEY_A, signed_in=True)
         assert user is not None
         assert row.user_id == user.pk
         assert row.confirmed_flow == flows.flow_hash(flow_id_of(path))
@@ -831,7 +863,7 @@ def test_another_flow_of_the_same_user_changes_nothing(
     assert installation_rows() == rows
     assert Installation.objects.get().confirmed_flow == flows.flow_hash(flow_id_of(first))
     assert sent_signals.none_sent
-    assert_flow_finished(client, second)
+    assert_flow_finished(client, second, confirmed=KEY_A, next_url="/again/", signed_in=True)
     assert_result(client, Installation.objects.get(), "connected")
 
 
@@ -854,7 +886,7 @@ def test_an_anonymous_flow_for_a_row_another_flow_confirmed_is_refused(
     assert failed["error"] == "already_confirmed"
     assert failed["user"] is None
     assert len(sent_signals.calls) == 1
-    assert_flow_finished(client, path)
+    assert_flow_finished(client, path, confirmed="", signed_in=False)
 
 
 @pytest.mark.parametrize(
@@ -885,7 +917,9 @@ def test_a_repeat_with_the_same_flow_is_idempotent(
     assert response["Location"] == "/dashboard/"
     assert installation_rows() == rows
     assert sent_signals.none_sent
-    assert_flow_finished(client, path)
+    assert_flow_finished(
+        client, path, confirmed=KEY_A, next_url="/dashboard/", signed_in=logged_in
+    )
     assert_result(client, Installation.objects.get(), "connected" if user else "signed_out")
 
 
@@ -974,6 +1008,34 @@ def test_success_redirect_target(
     assert_result(client, Installation.objects.get(), "connected")
 
 
+@pytest.mark.parametrize("trust", ["signed", "unsigned-trusted"])
+def test_bug_a_confirming_flow_return_goes_to_the_success_url_not_the_flows_next(
+    client: Client, sent_signals: SignalRecorder, settings: Settings, trust: str
+) -> None:
+    """BUG (for the lead): the view now goes to ``decision.next``, which only the reload
+    and the unsigned (untrusted) answer set; the Decision of a confirmation
+    (``returns._confirm``) carries no ``next``, so every confirming flow return goes to
+    BITBUCKET_INSTALL_SUCCESS_URL or the result page instead of its flow's ``next`` (also
+    seen in test_success_redirect_target[next], test_each_flow_return_uses_its_own_flow
+    and every other test of a flow's next; tests/configurations/test_proxy.py too)."""
+    secret: str | None = APP_SECRET
+    if trust == "unsigned-trusted":
+        unregistered(settings)
+        settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
+        installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+        secret = None
+    settings.BITBUCKET_INSTALL_SUCCESS_URL = "/welcome/"
+    user, path = begin(client, next_url="/dashboard/")
+
+    response = flow_return(client, KEY_A, secret, path)
+
+    assert response.status_code == 303
+    assert_one_installed(
+        sent_signals, Installation.objects.get(), user, created=secret is not None, path=path
+    )
+    assert response["Location"] == "/dashboard/"
+
+
 @pytest.mark.parametrize("unsafe", ["//host/x", "/\\host", "https://evil.test/"])
 def test_an_unsafe_next_given_to_the_button_is_dropped(
     client: Client, sent_signals: SignalRecorder, unsafe: str
@@ -988,6 +1050,77 @@ def test_an_unsafe_next_given_to_the_button_is_dropped(
 
 
 # --- reloads: the back button, a double click ------------------------------------------------
+
+
+def reload_url(response: TestResponse) -> str:
+    """The URL (path and query) of the return that gave ``response``."""
+    return response.wsgi_request.get_full_path()
+
+
+def assert_answered_again(
+    client: Client,
+    url: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    location: str,
+    connection: str,
+) -> None:
+    """GET the reload ``url``: the success answer again (303 to ``location``, the result of
+    ``KEY_A`` with ``connection`` kept), and nothing else: no row, flow or used entry
+    changed, no signal, one log line without the flow id."""
+    rows, live, used = installation_rows(), flow_ids(client), used_flows(client)
+    sent_signals.calls.clear()
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+
+    response = client.get(url)
+
+    assert response.status_code == 303
+    assert response["Location"] == location
+    assert_protected(response)
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    assert flow_ids(client) == live
+    assert used_flows(client) == used
+    assert app_log(caplog) == [("INFO", f"install return repeated: client_key={KEY_A}")]
+    assert records_mentioning(caplog, flow_id_of(urlsplit(url).path)) == []
+    assert_result(client, Installation.objects.get(client_key=KEY_A), connection)
+
+
+def assert_reload_refused(
+    client: Client,
+    url: str,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    client_key: str = KEY_A,
+) -> None:
+    """GET the reload ``url``: the rejection page for ``flow_unknown``; no row, flow, used
+    entry or kept result changed, no signal at all."""
+    rows, live, used = installation_rows(), flow_ids(client), used_flows(client)
+    result = client.session.get(RESULT_SESSION_KEY)
+    sent_signals.calls.clear()
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+
+    response = client.get(url)
+
+    assert response.status_code == 400
+    assert REJECTED_TEXT in response.content.decode()
+    assert_protected(response)
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    assert flow_ids(client) == live
+    assert used_flows(client) == used
+    assert client.session.get(RESULT_SESSION_KEY) == result
+    assert app_log(caplog) == [
+        (
+            "WARNING",
+            f"install return rejected: reason=flow_unknown client_key={client_key} flow=False",
+        )
+    ]
+    assert records_mentioning(caplog, flow_id_of(urlsplit(url).path)) == []
 
 
 @pytest.mark.parametrize(
@@ -1014,7 +1147,7 @@ def test_a_reload_of_a_finished_flow_return_answers_the_same_again(
     if kind.endswith("after-window"):
         Installation.objects.update(installed_at=timezone.now() - timedelta(hours=1))
     rows = installation_rows()
-    url = first.wsgi_request.get_full_path()
+    url = reload_url(first)
     caplog.set_level(logging.INFO, logger="bitbucket_install")
     caplog.clear()
 
@@ -1032,133 +1165,317 @@ def test_a_reload_of_a_finished_flow_return_answers_the_same_again(
     assert Installation.objects.get().user_id == (user.pk if user else None)
 
 
-def test_bug_a_reload_of_a_finished_flow_return_goes_to_the_flows_next(
-    client: Client, sent_signals: SignalRecorder
+@pytest.mark.parametrize(
+    ("success_url", "next_url", "target"),
+    [
+        (None, "/dashboard/", "/dashboard/"),
+        ("/welcome/", "/dashboard/", "/dashboard/"),
+        ("/welcome/", None, "/welcome/"),
+        (None, None, RESULT_PATH),
+    ],
+    ids=["next", "next-wins", "success-url", "result-page"],
+)
+def test_a_reload_goes_where_the_first_answer_went(
+    client: Client,
+    sent_signals: SignalRecorder,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    success_url: str | None,
+    next_url: str | None,
+    target: str,
 ) -> None:
-    """BUG (reported to the lead): a reload is "the same success answer again", but the
-    flow's ``next`` is gone with the finished flow, so the reload goes to the result page
-    instead of where the first answer went."""
-    _user, path = begin(client, next_url="/dashboard/")
-    query = signed_query(KEY_A, APP_SECRET, path=path)
-    first = client.get(return_url(query, path))
-    assert first["Location"] == "/dashboard/"
+    """The flow's ``next`` is kept with its used entry: the reload goes there again (else
+    to BITBUCKET_INSTALL_SUCCESS_URL, else to the result page), like the first answer."""
+    settings.BITBUCKET_INSTALL_SUCCESS_URL = success_url
+    _user, path = begin(client, next_url=next_url)
+    first = flow_return(client, KEY_A, APP_SECRET, path)
+    assert first.status_code == 303
+    assert_flow_finished(client, path, confirmed=KEY_A, next_url=next_url or "", signed_in=True)
 
-    reload = client.get(return_url(query, path))
+    assert_answered_again(
+        client, reload_url(first), sent_signals, caplog, location=target, connection="connected"
+    )
+    assert first["Location"] == target
 
-    assert reload.status_code == 303
-    assert len(sent_signals.of(installed)) == 1
-    assert reload["Location"] == first["Location"]
+
+def test_a_reload_goes_to_the_next_of_the_flow_it_reloads(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two flows of one browser confirmed the same installation: each reload goes to the
+    ``next`` of its own flow."""
+    _user, first_path = begin(client, next_url="/first/")
+    first = flow_return(client, KEY_A, APP_SECRET, first_path)
+    second_path = flow_path(client, "/second/")
+    second = flow_return(client, KEY_A, APP_SECRET, second_path)
+    assert second.status_code == 303
+
+    assert_answered_again(
+        client, reload_url(first), sent_signals, caplog, location="/first/", connection="connected"
+    )
+    assert_answered_again(
+        client,
+        reload_url(second),
+        sent_signals,
+        caplog,
+        location="/second/",
+        connection="connected",
+    )
 
 
 @pytest.mark.parametrize("kind", ["same-user-second-flow", "anonymous-after-plain"])
-def test_bug_a_reload_of_an_accepted_return_that_changed_nothing_is_refused(
-    client: Client, sent_signals: SignalRecorder, settings: Settings, kind: str
+def test_a_reload_of_an_accepted_return_that_changed_nothing_answers_the_same_again(
+    client: Client,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
 ) -> None:
-    """BUG (reported to the lead): a flow return accepted without changing the row (the
-    same user's second flow for a row their first flow confirmed; an anonymous flow's
-    signed return for a row a plain return confirmed) records nothing of its flow, so
-    reloading that successful return finds no row confirmed by the flow and shows the
-    rejection page instead of the same success answer."""
+    """A flow return accepted without changing the row (the same user's second flow for a
+    row their first flow confirmed; an anonymous flow's signed return for a row a plain
+    return confirmed) records nothing of its flow in the row; its used entry says what it
+    confirmed, so its reload answers the same again."""
     if kind == "same-user-second-flow":
         _user, first = begin(client)
         assert flow_return(client, KEY_A, APP_SECRET, first).status_code == 303
+        connection = "connected"
     else:
         plain = Client().get(return_url(signed_query(KEY_A, APP_SECRET)))
         assert plain.status_code == 200
+        connection = "signed_out"
+    confirmed_flow = Installation.objects.get().confirmed_flow
     path = flow_path(client, "/again/")
     accepted = flow_return(client, KEY_A, APP_SECRET, path)
     assert accepted.status_code == 303
-    url = accepted.wsgi_request.get_full_path()
-    rows = installation_rows()
+    assert Installation.objects.get().confirmed_flow == confirmed_flow  # not this flow's
+    assert_flow_finished(
+        client, path, confirmed=KEY_A, next_url="/again/", signed_in=connection == "connected"
+    )
 
-    reload = client.get(url)
+    assert_answered_again(
+        client,
+        reload_url(accepted),
+        sent_signals,
+        caplog,
+        location="/again/",
+        connection=connection,
+    )
+    assert accepted["Location"] == "/again/"
 
-    assert installation_rows() == rows
-    assert reload.status_code == 303
 
-
-def test_bug_a_reload_without_the_authentication_middleware_fails(
-    client: Client, sent_signals: SignalRecorder, settings: Settings
+def test_a_reload_shows_the_connection_its_flow_had(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """BUG (reported to the lead): flows work without AuthenticationMiddleware (the flow
-    is anonymous), but the reload of a finished flow return reads ``request.user`` and
-    raises AttributeError (a 500) instead of answering the same again."""
+    """Started signed out, reloaded after signing in: still "you were not signed in when
+    you started" (the flow's), not an answer for the user signed in now."""
+    _nobody, path = begin(client, logged_in=False)
+    first = flow_return(client, KEY_A, APP_SECRET, path)
+    assert first.status_code == 303
+    assert Installation.objects.get().user_id is None
+    login(client, "ada")
+
+    assert_answered_again(
+        client,
+        reload_url(first),
+        sent_signals,
+        caplog,
+        location=RESULT_PATH,
+        connection="signed_out",
+    )
+    assert Installation.objects.get().user_id is None
+
+
+def test_a_reload_without_the_authentication_middleware_answers_the_same_again(
+    client: Client,
+    sent_signals: SignalRecorder,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Flows work without AuthenticationMiddleware (every flow is anonymous), and so does
+    the reload: it reads no ``request.user``."""
     settings.MIDDLEWARE = [
         name for name in settings.MIDDLEWARE if not name.endswith("AuthenticationMiddleware")
     ]
-    _user, path = begin(client, logged_in=False)
+    path = flow_path(client, "/dashboard/")
     first = flow_return(client, KEY_A, APP_SECRET, path)
     assert first.status_code == 303
-    url = first.wsgi_request.get_full_path()
+    assert_flow_finished(client, path, confirmed=KEY_A, next_url="/dashboard/", signed_in=False)
 
-    client.raise_request_exception = False
-    reload = client.get(url)
-
-    assert reload.status_code == 303
-    assert len(sent_signals.of(installed)) == 1
+    assert_answered_again(
+        client,
+        reload_url(first),
+        sent_signals,
+        caplog,
+        location="/dashboard/",
+        connection="signed_out",
+    )
 
 
 def test_a_reload_naming_another_client_key_is_refused(
-    client: Client, sent_signals: SignalRecorder
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The used flow answers again only for the installation it confirmed."""
+    """The used flow answers again only for the installation its return confirmed, not for
+    another one, even a confirmed one."""
     _user, path = begin(client)
     assert flow_return(client, KEY_A, APP_SECRET, path).status_code == 303
     installed_via_lifecycle(KEY_B, INSTALL_SECRET)
-    rows = installation_rows()
-    sent_signals.calls.clear()
+    other = Client()
+    other_path = begin(other, name="bob")[1]
+    assert flow_return(other, KEY_B, INSTALL_SECRET, other_path).status_code == 303
+    assert Installation.objects.get(client_key=KEY_B).confirmed_at is not None
+    query = signed_query(KEY_B, INSTALL_SECRET, path=path)
 
-    response = flow_return(client, KEY_B, INSTALL_SECRET, path)
-
-    assert response.status_code == 400
-    assert REJECTED_TEXT in response.content.decode()
-    assert installation_rows() == rows
-    assert sent_signals.none_sent
+    assert_reload_refused(client, return_url(query, path), sent_signals, caplog, client_key=KEY_B)
     assert client.session[RESULT_SESSION_KEY]["client_key"] == KEY_A
 
 
+@pytest.mark.parametrize("who", ["same-user", "other-user", "anonymous"])
 def test_a_reload_in_another_browser_is_refused(
-    client: Client, sent_signals: SignalRecorder
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, who: str
 ) -> None:
-    _user, path = begin(client)
+    """Only the browser that used the flow up keeps its entry: the same URL in any other
+    browser, even the same user's, is refused."""
+    user, path = begin(client)
     query = signed_query(KEY_A, APP_SECRET, path=path)
     assert client.get(return_url(query, path)).status_code == 303
-    rows = installation_rows()
-    sent_signals.calls.clear()
     other = Client()
-    login(other, "ada-elsewhere")
+    if who == "same-user":
+        assert user is not None
+        other.force_login(user)
+    elif who == "other-user":
+        login(other, "ada-elsewhere")
+    else:
+        with_session = other.session
+        with_session["something"] = "else"
+        with_session.save()
 
-    response = other.get(return_url(query, path))
-
-    assert response.status_code == 400
-    assert REJECTED_TEXT in response.content.decode()
-    assert installation_rows() == rows
-    assert sent_signals.none_sent
+    assert_reload_refused(other, return_url(query, path), sent_signals, caplog)
     assert RESULT_SESSION_KEY not in other.session
 
 
-def test_a_reload_after_a_newer_flow_confirmed_the_row_is_refused(
-    client: Client, sent_signals: SignalRecorder
+@pytest.mark.parametrize("refusal", ["token-before-flow", "error", "conflict"])
+def test_a_reload_of_a_flow_return_that_confirmed_nothing_is_refused(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, refusal: str
 ) -> None:
-    """The reload answers the same only while the row is still confirmed by that flow."""
-    _user, old = begin(client)
+    """Its used entry names no clientKey: refused again, even once the installation it
+    named is confirmed by another return."""
+    if refusal == "conflict":
+        owner = Client()
+        owner_path = begin(owner, name="owner")[1]
+        assert flow_return(owner, KEY_A, APP_SECRET, owner_path).status_code == 303
+    _user, path = begin(client)
+    if refusal == "token-before-flow":
+        query = signed_query(KEY_A, APP_SECRET, path=path, now=time.time() - 300, lifetime=600)
+    elif refusal == "error":
+        query = urlencode({"error": "access_denied"})
+    else:
+        query = signed_query(KEY_A, APP_SECRET, path=path)
+    first = client.get(return_url(query, path))
+    assert first.status_code == (303 if refusal != "token-before-flow" else 400)
+    assert_flow_finished(client, path, confirmed="", signed_in=True)
+    if refusal != "conflict":
+        assert Client().get(return_url(signed_query(KEY_A, APP_SECRET))).status_code == 200
+    assert Installation.objects.get().confirmed_at is not None
+    reload = return_url(signed_query(KEY_A, APP_SECRET, path=path), path)
+
+    assert_reload_refused(client, reload, sent_signals, caplog)
+
+
+def stored_used_flows(client: Client, entries: list[Any]) -> None:
+    session = client.session
+    session[flows.USED_SESSION_KEY] = entries
+    session.save()
+
+
+# What an earlier version kept (the bare hash), and entries of other shapes.
+GARBAGE_USED: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "bare-hash": lambda entry: entry["hash"],
+    "hash-list": lambda entry: [entry["hash"]],
+    "keyed-by-hash": lambda entry: {entry["hash"]: entry},
+    "missing-field": lambda entry: {k: v for k, v in entry.items() if k != "signed_in"},
+    "extra-field": lambda entry: {**entry, "user": 1},
+    "hash-not-text": lambda entry: {**entry, "hash": [entry["hash"]]},
+    "client-key-not-text": lambda entry: {**entry, "client_key": [entry["client_key"]]},
+    "client-key-none": lambda entry: {**entry, "client_key": None},
+}
+
+
+@pytest.mark.parametrize("garbage", sorted(GARBAGE_USED))
+def test_a_used_entry_of_another_shape_answers_no_reload(
+    client: Client,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    garbage: str,
+) -> None:
+    """The session's used list holding anything but used-flow entries (an earlier
+    version's, a bug's): those count for nothing; the next flow finished keeps only good
+    entries."""
+    _user, path = begin(client, next_url="/dashboard/")
+    first = flow_return(client, KEY_A, APP_SECRET, path)
+    assert first.status_code == 303
+    [entry] = used_flows(client)
+    stored_used_flows(client, [GARBAGE_USED[garbage](entry)])
+
+    assert_reload_refused(client, reload_url(first), sent_signals, caplog)
+
+    again = flow_path(client)
+    assert flow_return(client, KEY_A, APP_SECRET, again).status_code == 303
+    assert used_flows(client) == [used_entry(again, confirmed=KEY_A, signed_in=True)]
+
+
+@pytest.mark.parametrize("next_value", [5, ["/x/"]], ids=["number", "list"])
+def test_bug_a_used_entry_whose_next_is_not_text_makes_its_reload_a_500(
+    client: Client,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    next_value: Any,
+) -> None:
+    """BUG (for the lead): a used entry of the right keys whose ``next`` is not text is
+    not dropped (flow.py checks the type of ``hash`` and ``client_key`` only); its reload
+    passes that ``next`` to ``resolve_url``, which raises TypeError: a 500, where an entry
+    of another shape should count for nothing (the reload refused as ``flow_unknown``)."""
+    _user, path = begin(client, next_url="/dashboard/")
+    first = flow_return(client, KEY_A, APP_SECRET, path)
+    assert first.status_code == 303
+    [entry] = used_flows(client)
+    stored_used_flows(client, [{**entry, "next": next_value}])
+
+    assert_reload_refused(client, reload_url(first), sent_signals, caplog)
+
+
+def test_a_used_list_of_another_shape_answers_no_reload(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    _user, path = begin(client)
+    first = flow_return(client, KEY_A, APP_SECRET, path)
+    [entry] = used_flows(client)
+    session = client.session
+    session[flows.USED_SESSION_KEY] = {"entries": [entry]}
+    session.save()
+
+    assert_reload_refused(client, reload_url(first), sent_signals, caplog)
+
+
+def test_a_reload_answers_the_same_only_while_the_installation_is_confirmed(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reinstalled and not confirmed yet, the old return's reload is refused; once a newer
+    flow of this browser confirmed the installation again, it answers the same again."""
+    _user, old = begin(client, next_url="/old/")
     installed_via_lifecycle(KEY_A, INSTALL_SECRET)
-    old_query = signed_query(KEY_A, INSTALL_SECRET, path=old)
-    assert client.get(return_url(old_query, old)).status_code == 303
+    old_url = return_url(signed_query(KEY_A, INSTALL_SECRET, path=old), old)
+    assert client.get(old_url).status_code == 303
     body = lifecycle_body(client_key=KEY_A, shared_secret=INSTALL_SECRET)
     assert post_lifecycle(Client(), "installed", body, secret=INSTALL_SECRET).status_code == 204
-    # Reinstalled, not confirmed yet: the old flow's confirmation is over.
-    assert client.get(return_url(old_query, old)).status_code == 400
-    new = flow_path(client)
+    assert Installation.objects.get().confirmed_at is None
+
+    assert_reload_refused(client, old_url, sent_signals, caplog)
+
+    new = flow_path(client, "/new/")
     assert flow_return(client, KEY_A, INSTALL_SECRET, new).status_code == 303
-    rows = installation_rows()
-    sent_signals.calls.clear()
+    assert Installation.objects.get().confirmed_flow == flows.flow_hash(flow_id_of(new))
 
-    response = client.get(return_url(old_query, old))
-
-    assert response.status_code == 400
-    assert installation_rows() == rows
-    assert sent_signals.none_sent
+    assert_answered_again(
+        client, old_url, sent_signals, caplog, location="/old/", connection="connected"
+    )
 
 
 # --- answers that create no session ---------------------------------------------------------
@@ -1258,7 +1575,9 @@ def test_signed_cookie_sessions_get_the_changed_cookie(
     assert sets_session_cookie(response)
     assert response.cookies[settings.SESSION_COOKIE_NAME].value != before
     assert flow_ids(client) == []
-    assert_flow_finished(client, path)
+    assert_flow_finished(
+        client, path, confirmed=KEY_A, next_url="/dashboard/", signed_in=logged_in
+    )
     row = Installation.objects.get()
     assert_one_installed(sent_signals, row, user, created=True, path=path)
     assert_result(client, row, "connected" if logged_in else "signed_out")
@@ -1268,24 +1587,81 @@ def test_signed_cookie_sessions_get_the_changed_cookie(
     assert len(sent_signals.calls) == 1
 
 
-@pytest.mark.parametrize("answer", ["success", "error"])
-def test_bug_signed_cookie_sessions_an_unknown_cookie_gets_a_new_session(
+@pytest.mark.parametrize("answer", ["success", "error", "rejection"])
+def test_with_signed_cookies_a_cookie_this_site_did_not_sign_is_no_session(
     client: Client, sent_signals: SignalRecorder, settings: Settings, answer: str
 ) -> None:
-    """BUG (reported to the lead): with signed-cookie sessions, a plain return from a
-    browser whose session cookie the server cannot read (not signed by this site) is not
-    answered in place: the app keeps its result in a brand-new session and sends its
-    cookie, where a return without a flow and without a stored session should create no
-    session (no Set-Cookie)."""
+    """A session cookie this site cannot read (not signed by it) loads as an empty session:
+    like no session at all, a return without a flow is answered in place and gets no
+    cookie (not one for a brand-new session holding its result)."""
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
     client.cookies[settings.SESSION_COOKIE_NAME] = "not-a-cookie-this-site-signed"
-    query = signed_query(KEY_A, APP_SECRET) if answer == "success" else "error=access_denied"
+    query = {
+        "success": signed_query(KEY_A, APP_SECRET),
+        "error": urlencode({"error": "access_denied"}),
+        "rejection": signed_query(KEY_A, "not-the-secret-of-anything"),
+    }[answer]
 
     response = client.get(return_url(query))
 
-    assert len(sent_signals.of(installed)) == (1 if answer == "success" else 0)
-    assert not sets_session_cookie(response)
+    assert response.status_code == {"success": 200, "error": 200, "rejection": 400}[answer]
+    assert_protected(response)
+    assert settings.SESSION_COOKIE_NAME not in response.cookies
+    page = response.content.decode()
+    if answer == "success":
+        assert CONNECTION_TEXTS["not_started_here"] in page
+        assert_one_installed(
+            sent_signals, Installation.objects.get(), None, created=True, path=CALLBACK_PATH
+        )
+    else:
+        assert ("You chose not to give" if answer == "error" else REJECTED_TEXT) in page
+        assert installation_rows() == []
+        assert sent_signals.none_sent
+
+
+def test_with_signed_cookies_a_session_holding_something_keeps_the_result(
+    client: Client, sent_signals: SignalRecorder, settings: Settings
+) -> None:
+    """A cookie this site signed, holding data: the result goes into it, and the browser
+    gets the changed cookie."""
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    session = client.session
+    session["something"] = "else"
+    session.save()
+    # With signed cookies the session's key is its (signed) data, the cookie to send.
+    assert session.session_key is not None
+    client.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
+    query = signed_query(KEY_A, APP_SECRET)
+
+    response = client.get(return_url(query))
+
+    assert_success_redirect(response, query, RESULT_PATH)
+    assert sets_session_cookie(response)
+    assert client.session["something"] == "else"
+    assert_result(client, Installation.objects.get(), "not_started_here")
+    assert len(sent_signals.calls) == 1
+
+
+def test_a_stored_session_holding_nothing_is_no_session(
+    client: Client, sent_signals: SignalRecorder
+) -> None:
+    """A session row with nothing in it (what the browser's cookie names) counts as no
+    session: the return without a flow is answered in place and stores nothing in it."""
+    session = client.session
+    session.save()
+    assert dict(session.items()) == {}
+    rows = session_rows()
+    query = signed_query(KEY_A, APP_SECRET)
+
+    response = client.get(return_url(query))
+
     assert response.status_code == 200
+    assert_protected(response)
+    assert CONNECTION_TEXTS["not_started_here"] in response.content.decode()
+    assert not sets_session_cookie(response)
+    assert session_rows() == rows
+    assert RESULT_SESSION_KEY not in client.session
+    assert len(sent_signals.of(installed)) == 1
 
 
 # --- a base URL with a path --------------------------------------------------------------------
@@ -1645,6 +2021,28 @@ def test_the_flow_id_is_never_logged(
     assert app_log(caplog) == lines
     assert records_mentioning(caplog, flow_id_of(path)) == []
     assert not [r for r in caplog.records if r.name == "django.request"]
+
+
+@pytest.mark.parametrize("method", ["post", "head", "options"])
+def test_bug_another_method_on_a_flow_path_gets_the_flow_id_logged(
+    client: Client, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture, method: str
+) -> None:
+    """BUG (for the lead): the callback answers only GET; Django's 405 for any other
+    method on ``callback/<flow id>/`` (HEAD and OPTIONS too, as ``http_method_names`` is
+    ["get"]) is logged by ``View.http_method_not_allowed`` itself as "Method Not Allowed
+    (<method>): <path>" on django.request, so the live flow's id lands in the log, which
+    no answer of a flow path may do."""
+    _user, path = begin(client)
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+
+    response = getattr(client, method)(path)
+
+    assert response.status_code == 405
+    assert_protected(response)
+    assert flow_ids(client) == [flow_id_of(path)]
+    assert sent_signals.none_sent
+    assert records_mentioning(caplog, flow_id_of(path)) == []
 
 
 def test_django_logs_a_plain_rejection_as_usual(

@@ -12,6 +12,11 @@ callback arriving after the browser, and clocks that disagree.
   signal.
 - Receivers that raise or are slow: the answer still comes, the data is committed (seen
   from another connection while the receiver runs) and nothing is undone.
+- An unexpected error (a project's ``post_save`` receiver, the app's own code) on a flow
+  return: the project's 500 handler answers, the app logs it with its traceback and
+  Django's request log, whose line names the path and so the flow id, says nothing; the
+  flow is kept and the retry works. With DEBUG on, or on the plain return, the error goes
+  to Django as usual.
 - The ``installed`` lifecycle callback after the browser's return: for a registered app
   the return (app-level secret) creates the row and the late unsigned callback fills in the
   secret without undoing the confirmation; for an unregistered app the early return of a
@@ -35,10 +40,12 @@ from urllib.parse import urlencode
 import pytest
 from django.contrib.auth.models import User
 from django.db import OperationalError, connection, connections
+from django.db.models.signals import post_save
 from django.dispatch import Signal
 from django.test import Client
 from pytest_django.fixtures import Settings
 
+from bitbucket_install import views
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import install_failed, installed, uninstalled
 from bitbucket_install.tokens import encode_token
@@ -51,16 +58,20 @@ from tests.callback_helpers import (
     KEY_A,
     RESULT_PATH,
     age_flows,
+    assert_protected,
+    flow_id_of,
     flow_ids,
     flow_path,
     installed_via_lifecycle,
     login,
+    records_mentioning,
     return_url,
     signed_query,
     unregistered,
 )
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body, post_lifecycle
+from tests.urls_with_handler500 import SERVER_ERROR_PAGE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -609,6 +620,199 @@ def test_raising_receiver_then_a_double_click_sends_no_second_signal(
 
     assert len(sent_signals.of(installed)) == 1
     assert Installation.objects.get().confirmed_at is not None
+
+
+# --- an unexpected error on the return -----------------------------------------------------------
+
+
+class Broken(RuntimeError):
+    """What a bug raises, in the project's code or the app's: no database error."""
+
+
+def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture every record, Django's request log too (quiet in this module otherwise)."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="django.request")
+    caplog.clear()
+
+
+def assert_failed_as_the_project_answers(
+    response: Any, caplog: pytest.LogCaptureFixture, flow_id: str, page: str
+) -> None:
+    """The 500 answer of the project's handler (protected like every answer of the app),
+    the error logged by the app with its traceback, and no record naming the flow id:
+    none of Django's request log, whose line would hold the path."""
+    assert response.status_code == 500
+    assert page in response.content.decode()
+    assert_protected(response)
+    [failed] = [r for r in caplog.records if r.getMessage() == "install return failed"]
+    assert failed.name == "bitbucket_install"
+    assert failed.levelno == logging.ERROR
+    assert failed.exc_info is not None
+    assert isinstance(failed.exc_info[1], Broken)
+    assert "Traceback" in (failed.exc_text or "")
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    assert records_mentioning(caplog, flow_id) == []
+
+
+@pytest.mark.parametrize("urlconf", ["tests.urls_with_handler500", "tests.urls"])
+def test_a_receiver_raising_on_a_flow_return_gets_the_projects_500_and_loses_nothing(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    connect: Callable[[Signal, Callable[..., None]], None],
+    urlconf: str,
+) -> None:
+    """A project's ``post_save`` receiver of Installation that raises, as the return
+    records the confirmation: the transaction rolls back whole (nothing written, no
+    signal, no ``install_failed``), the flow is still live, and once the receiver is
+    fixed the retry of the same return connects the installation. The answer is the
+    project's own 500 page (Django's default one without a handler500)."""
+    settings.ROOT_URLCONF = urlconf
+    broken = True
+
+    def receiver(sender: type, **kwargs: Any) -> None:
+        if broken and sender is Installation:
+            raise Broken("the project's post_save receiver is broken")
+
+    client = Client()
+    user = login(client, "ada")
+    path = flow_path(client)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    connect(post_save, receiver)
+    rows, pending = installation_rows(), flow_ids(client)
+    sent_signals.calls.clear()
+    url = return_url(signed_query(KEY_A, INSTALL_SECRET, path=path), path)
+    _log_everything(caplog)
+
+    response = client.get(url)
+
+    page = SERVER_ERROR_PAGE if urlconf == "tests.urls_with_handler500" else "Server Error (500)"
+    assert_failed_as_the_project_answers(response, caplog, flow_id_of(path), page)
+    assert installation_rows() == rows
+    assert sent_signals.none_sent
+    assert flow_ids(client) == pending
+    assert RESULT_SESSION_KEY not in client.session
+
+    broken = False
+    retry = client.get(url)
+
+    assert retry.status_code == 303
+    assert retry["Location"] == RESULT_PATH
+    assert Installation.objects.get().user_id == user.pk
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"].pk == user.pk
+    assert len(sent_signals.calls) == 1
+    assert flow_ids(client) == []
+
+
+def test_an_error_after_the_commit_gets_the_500_and_the_retry_answers_the_same(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app's own code raising once the confirmation is committed (here: making the
+    result): 500, the installation confirmed and signalled once, the session not written
+    (the flow still live); the retry of the same return answers the same success without
+    a second signal."""
+    settings.ROOT_URLCONF = "tests.urls_with_handler500"
+    client = Client()
+    user = login(client, "ada")
+    path = flow_path(client)
+    pending = flow_ids(client)
+    url = return_url(signed_query(KEY_A, APP_SECRET, path=path), path)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise Broken("making the result failed")
+
+    monkeypatch.setattr(views, "result_of", broken)
+    _log_everything(caplog)
+
+    response = client.get(url)
+
+    assert_failed_as_the_project_answers(response, caplog, flow_id_of(path), SERVER_ERROR_PAGE)
+    rows = installation_rows()
+    assert rows[0]["user_id"] == user.pk
+    assert rows[0]["confirmed_at"] is not None
+    assert len(sent_signals.of(installed)) == 1
+    assert len(sent_signals.calls) == 1
+    assert flow_ids(client) == pending
+
+    monkeypatch.undo()
+    retry = client.get(url)
+
+    assert retry.status_code == 303
+    assert retry["Location"] == RESULT_PATH
+    assert installation_rows() == rows
+    assert len(sent_signals.calls) == 1
+    assert flow_ids(client) == []
+    assert client.session[RESULT_SESSION_KEY]["connection"] == "connected"
+
+
+def test_with_debug_on_an_unexpected_error_on_a_flow_return_propagates(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DEBUG on: the error reaches Django (its debug page), not the project's 500 handler,
+    and the app logs nothing of it."""
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = "tests.urls_with_handler500"
+    client = Client()
+    login(client, "ada")
+    path = flow_path(client)
+    pending = flow_ids(client)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise Broken("the policy failed")
+
+    monkeypatch.setattr(views, "decide", broken)
+    _log_everything(caplog)
+
+    with pytest.raises(Broken):
+        client.get(return_url(signed_query(KEY_A, APP_SECRET, path=path), path))
+
+    assert not [r for r in caplog.records if r.getMessage() == "install return failed"]
+    assert installation_rows() == []
+    assert sent_signals.none_sent
+    assert flow_ids(client) == pending
+
+
+@pytest.mark.parametrize("raises", [True, False], ids=["test-client-raises", "answered"])
+def test_an_unexpected_error_on_a_plain_return_propagates(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    raises: bool,
+) -> None:
+    """The plain path holds no flow id: the error goes to Django as usual, which answers
+    with the project's 500 handler and logs it in its request log; the app does not."""
+    settings.ROOT_URLCONF = "tests.urls_with_handler500"
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise Broken("the policy failed")
+
+    monkeypatch.setattr(views, "decide", broken)
+    client = Client(raise_request_exception=raises)
+    _log_everything(caplog)
+    url = return_url(signed_query(KEY_A, APP_SECRET))
+
+    if raises:
+        with pytest.raises(Broken):
+            client.get(url)
+    else:
+        response = client.get(url)
+        assert response.status_code == 500
+        assert SERVER_ERROR_PAGE in response.content.decode()
+    assert not [r for r in caplog.records if r.getMessage() == "install return failed"]
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == [
+        f"Internal Server Error: {CALLBACK_PATH}"
+    ]
+    assert installation_rows() == []
+    assert sent_signals.none_sent
 
 
 # --- the lifecycle callback after the browser's return ------------------------------------------

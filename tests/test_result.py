@@ -40,7 +40,9 @@ from tests.callback_helpers import (
     sets_session_cookie,
     signed_query,
     token_of,
+    used_entry,
     used_flow_hashes,
+    used_flows,
 )
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
@@ -58,6 +60,7 @@ MESSAGES = {
 }
 GENERIC = "Bitbucket did not install the app. Please try again."
 CONFLICT = "already connected to another account on this site"
+CONFLICT_HEADING = "Connected to another account"
 REJECTED = "This install could not be confirmed"
 FAILED_HEADING = "The app was not installed"
 
@@ -241,6 +244,7 @@ def test_install_failed_is_sent_for_the_flow_of_the_return(
     )
     # Used up (the next return cannot use it), remembered by its hash; the other flow lives.
     assert flow_ids(client) == [flow_id_of(other)]
+    assert used_flows(client) == [used_entry(path, next_url="/dashboard/", signed_in=logged_in)]
     assert used_flow_hashes(client) == [flows.flow_hash(flow_id_of(path))]
     assert installation_rows() == rows
 
@@ -419,14 +423,16 @@ def test_a_return_connecting_another_users_installation_is_a_conflict(
     )
     assert not sent_signals.of(installed)
     assert flow_ids(client) == []
-    assert used_flow_hashes(client) == [flows.flow_hash(flow_id_of(path))]
+    # Nothing confirmed: a reload of this return finds nothing to show again.
+    assert used_flows(client) == [used_entry(path, next_url="/dashboard/", signed_in=True)]
     assert client.session[views.RESULT_SESSION_KEY] == {
         "ok": False,
         "error": "connected_to_another_user",
         "error_description": "",
     }
     body = client.get(RESULT_PATH).content.decode()
-    assert FAILED_HEADING in body
+    assert CONFLICT_HEADING in body
+    assert FAILED_HEADING not in body
     assert CONFLICT in body
     assert GENERIC not in body
     assert REJECTED not in body
@@ -436,7 +442,13 @@ def test_a_return_connecting_another_users_installation_is_a_conflict(
 
 
 def test_result_page_without_a_result_is_404(client: Client) -> None:
-    assert client.get(RESULT_PATH).status_code == 404
+    """A page that says so and leads back, protected like every answer of the app."""
+    response = client.get(RESULT_PATH)
+    assert response.status_code == 404
+    assert_protected(response)
+    body = response.content.decode()
+    assert "No install to show" in body
+    assert 'id="start-link"' in body
 
 
 @pytest.mark.parametrize("stored", [["ok"], "ok", 1, None])
@@ -502,19 +514,24 @@ def test_a_later_error_replaces_an_earlier_success(
         ("get", RESULT_PATH, 404),
         ("post", RESULT_PATH, 405),
         ("post", CALLBACK_PATH, 405),
+        ("post", CALLBACK_PATH + "some-flow-id/", 405),
         ("put", START_PATH, 405),
     ],
-    ids=["result-without-result", "post-result", "post-callback", "put-start"],
+    ids=[
+        "result-without-result",
+        "post-result",
+        "post-callback",
+        "post-flow-callback",
+        "put-start",
+    ],
 )
-def test_bug_the_refusals_of_the_views_carry_no_protective_headers(
-    method: str, path: str, status: int
-) -> None:
-    """BUG (reported to the lead): every answer of start, callback and result should carry
-    no-store, no-referrer and X-Frame-Options DENY; the 404 of the result page and the
-    405s of Django's method check carry none of them."""
+def test_the_refusals_of_the_views_are_protected(method: str, path: str, status: int) -> None:
+    """Every answer of start, callback and result carries no-store, no-referrer and
+    X-Frame-Options DENY: the result page's 404 and Django's own 405s too. (Only the
+    start page's GET, which holds the button's form, is same-origin.)"""
     response = getattr(Client(), method)(path)
     assert response.status_code == status
-    assert_protected(response, "same-origin" if path == START_PATH else "no-referrer")
+    assert_protected(response)
 
 
 # --- every page is rendered with the request -------------------------------------------------

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from django.contrib.sessions.backends.cache import SessionStore
-from django.http import HttpResponseBase
+from django.http import HttpResponse, HttpResponseBase
 from django.test import Client, RequestFactory, override_settings
 from django.urls import reverse
 from pytest_django.fixtures import Settings
@@ -22,7 +22,7 @@ from bitbucket_install.authorize import is_under
 from bitbucket_install.exceptions import InstallLinkError
 from bitbucket_install.flow import MAX_FLOWS_PER_SESSION, SESSION_KEY
 from bitbucket_install.models import Installation
-from bitbucket_install.views import StartView
+from bitbucket_install.views import StartView, protect
 from tests.callback_helpers import app_log, assert_protected, records_mentioning
 from tests.conftest import SignalRecorder
 from tests.test_templatetags import STYLESHEET, Elements, assert_valid_button
@@ -381,7 +381,22 @@ def test_other_methods_are_not_allowed(method: str) -> None:
     browser = Client()  # without CSRF checks, so the view itself answers
     response = getattr(browser, method)(START)
     assert response.status_code == 405
+    # Django's own answer, protected too; no form on it, so no-referrer.
+    assert_protected(response)
     assert flows_in(browser) == []
+
+
+def test_protect_keeps_a_referrer_policy_the_view_set() -> None:
+    """The start page's same-origin survives the protection every answer gets after the
+    view; the other headers are always the app's."""
+    response = HttpResponse()
+    response["Referrer-Policy"] = "same-origin"
+    response["Cache-Control"] = "max-age=3600"
+    response["X-Frame-Options"] = "SAMEORIGIN"
+
+    assert protect(response) is response
+    assert_protected(response, referrer_policy="same-origin")
+    assert_protected(protect(HttpResponse()))
 
 
 @override_settings(BITBUCKET_INSTALL_REDIRECT_URI="https://evil.test/callback/")

@@ -16,6 +16,7 @@ from bitbucket_install.conf import app_settings
 from bitbucket_install.models import Installation
 from bitbucket_install.signals import installed
 from bitbucket_install.views import RESULT_SESSION_KEY
+from tests.attack_helpers import REFRESH_META
 from tests.callback_helpers import (
     INSTALL_SECRET,
     KEY_A,
@@ -30,7 +31,7 @@ from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
-REFRESH = 'data-bbi-reload-after="5"'
+REFRESH = REFRESH_META
 
 
 def unsigned_return(client: Client, client_key: str) -> None:
