@@ -146,7 +146,12 @@ def _used(request: HttpRequest) -> list[UsedFlow]:
             entry = UsedFlow(**item)
         except TypeError:
             continue
-        if isinstance(entry.hash, str) and isinstance(entry.client_key, str):
+        if (
+            isinstance(entry.hash, str)
+            and isinstance(entry.client_key, str)
+            and isinstance(entry.next, str)
+            and isinstance(entry.signed_in, bool)
+        ):
             used.append(entry)
     return used
 

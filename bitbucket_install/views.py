@@ -15,10 +15,10 @@ from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.backends.base import UpdateError
 from django.core.exceptions import TooManyFieldsSent
 from django.db import DatabaseError, transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import resolve_url
-from django.urls import get_resolver, get_script_prefix, reverse
+from django.urls import get_resolver, get_script_prefix, get_urlconf, reverse
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
 from django.views import View
@@ -155,12 +155,24 @@ class CallbackView(ProtectedView):
                 raise
             # Django's own log line of a 500 names the path, which holds the flow's id.
             logger.exception("install return failed")
-            response = get_resolver().resolve_error_handler(500)(request)
+            response = get_resolver(get_urlconf()).resolve_error_handler(500)(request)
         if flow_id is not None:
             # Django would log "Bad Request: <path>" for a 4xx or 5xx, and the path holds
             # the flow's id; this app has logged the reason already, without it.
             response._has_been_logged = True  # type: ignore[attr-defined]
         return protect(response)
+
+    def http_method_not_allowed(
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        """Django's 405, without its log line: that names the path, which may hold a flow's
+        id. The app's own line names the method only."""
+        logger.warning("install return refused: method %s not allowed", request.method)
+        response = HttpResponseNotAllowed(
+            [name.upper() for name in self.http_method_names if hasattr(self, name)]
+        )
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
 
     @staticmethod
     def save_session(request: HttpRequest) -> None:

@@ -470,15 +470,8 @@ def request_with_messages() -> Any:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("user", "expected"),
-    [
-        (True, "The app is installed on Acme and connected to your account."),
-        (False, "The app is installed on Acme."),
-    ],
-)
 def test_installed_receiver_adds_a_success_message(
-    example_site: None, django_user_model: type[User], user: bool, expected: str
+    example_site: None, django_user_model: type[User]
 ) -> None:
     request = request_with_messages()
     installation = Installation.objects.create(client_key="connection:1", principal_name="Acme")
@@ -486,35 +479,68 @@ def test_installed_receiver_adds_a_success_message(
         sender=Installation,
         installation=installation,
         request=request,
-        user=django_user_model(username="ada") if user else None,
+        user=django_user_model(username="ada"),
         created=True,
     )
     [message] = list(get_messages(request))
-    assert message.message == expected
+    assert message.message == "The app is installed on Acme and connected to your account."
     assert message.tags == "success"
 
 
 @pytest.mark.django_db
-def test_installed_receiver_falls_back_to_the_client_key(example_site: None) -> None:
+def test_installed_receiver_tells_a_request_connected_to_nobody_nothing(
+    example_site: None,
+) -> None:
+    """With no user, the request may be anybody's (an unsigned return names any clientKey):
+    no message, so the page names no workspace."""
+    request = request_with_messages()
+    installation = Installation.objects.create(client_key="connection:1", principal_name="Acme")
+    installed.send(
+        sender=Installation, installation=installation, request=request, user=None, created=True
+    )
+    assert list(get_messages(request)) == []
+
+
+@pytest.mark.django_db
+def test_installed_receiver_falls_back_to_the_client_key(
+    example_site: None, django_user_model: type[User]
+) -> None:
     request = request_with_messages()
     installation = Installation.objects.create(client_key="connection:5")
     receivers.announce_installed(
-        Installation, installation=installation, request=request, user=None, created=False
+        Installation,
+        installation=installation,
+        request=request,
+        user=django_user_model(username="ada"),
+        created=False,
     )
-    assert [m.message for m in get_messages(request)] == ["The app is installed on connection:5."]
+    assert [m.message for m in get_messages(request)] == [
+        "The app is installed on connection:5 and connected to your account."
+    ]
 
 
-def test_install_failed_receiver_adds_an_error_message(example_site: None) -> None:
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("access_denied", "You chose not to give the app access, so nothing was installed."),
+        ("made_up_code", "Bitbucket did not install the app. Please try again."),
+    ],
+)
+def test_install_failed_receiver_adds_an_error_message(
+    example_site: None, error: str, expected: str
+) -> None:
+    """The app's own words for the error, never the bare code."""
     request = request_with_messages()
     install_failed.send(
         sender=Installation,
         request=request,
         user=None,
-        error="access_denied",
+        error=error,
         error_description="<b>no</b>",
     )
     [message] = list(get_messages(request))
-    assert message.message == "The app was not installed (access_denied)."
+    assert message.message == expected
+    assert error not in message.message
     assert message.tags == "error"
 
 
@@ -591,7 +617,8 @@ def test_failed_install_page_shows_the_message(example_site: None, client: Clien
     assert back.status_code == 303
     page = client.get(back["Location"])
     html = page.content.decode()
-    assert "The app was not installed (access_denied)." in html
+    assert "You chose not to give the app access, so nothing was installed." in html
+    assert "(access_denied)" not in html
     assert 'id="home-link"' in html
 
 

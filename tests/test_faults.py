@@ -209,7 +209,9 @@ class Install:
         assert flow_ids(self.client) == (self.pending if bound is None else [])
         page = self.client.get(RESULT_PATH)
         assert page.status_code == 200
-        assert "installed" in page.content.decode()
+        untrusted = self.kind == "unregistered-no-jwt-untrusted"
+        expected = "Back from Bitbucket" if untrusted else "The app is installed"
+        assert expected in page.content.decode()
 
 
 KINDS = [

@@ -432,15 +432,11 @@ def test_a_good_used_entry_among_garbage_is_found(clock: Clock) -> None:
     "change",
     [{"next": 5}, {"next": ["/x/"]}, {"next": None}, {"signed_in": "yes"}, {"signed_in": None}],
 )
-def test_bug_a_used_entry_whose_next_or_signed_in_has_another_type_still_counts(
+def test_a_used_entry_whose_next_or_signed_in_has_another_type_is_dropped(
     clock: Clock, change: dict[str, Any]
 ) -> None:
-    """BUG (for the lead): the used list keeps an entry whose ``next`` is not text or whose
-    ``signed_in`` is not a bool (only ``hash`` and ``client_key`` are checked, where a
-    flow's every field is), so a reload uses it: a ``next`` that is a number or a list
-    makes that reload a 500 (test_callback.py,
-    test_bug_a_used_entry_whose_next_is_not_text_makes_its_reload_a_500). Such entries
-    should be dropped like any other of another shape."""
+    """An entry whose ``next`` is not text or whose ``signed_in`` is not a bool is dropped,
+    like any other of another shape (a flow's every field is checked too)."""
     request = make_request(ALICE)
     flow = flows.start(request, "/ok")
     request.session[USED_SESSION_KEY] = [{**used(flow, "key"), **change}]

@@ -94,7 +94,9 @@ def test_installed_page_says_how_the_installation_stands(
     result = {**SUCCESS, "connection": connection, "connected": connection == "connected"}
     html = result_page(client, result).content.decode()
     page = Page(html)
-    assert page.h1 == "The app is installed"
+    # An unsigned return's page does not even say the app is installed: it names nothing.
+    heading = "Back from Bitbucket" if connection == "unverified" else "The app is installed"
+    assert page.h1 == heading
     assert page.by_id["connection"]["data-connection"] == connection
     assert f'<p class="bbi-callout__title">{title}</p>' in html
     links = {
