@@ -219,14 +219,7 @@ def _failed(request: HttpRequest, trip: ReturnTrip, flow: Flow | None) -> Decisi
     """Bitbucket reported an error (the user said no, or the install failed)."""
     logger.info("install return with error=%s (flow=%s)", trip.error, flow is not None)
     if flow is not None:
-        flows.finish(request, flow)
-        send_robust(
-            install_failed,
-            request=request,
-            user=_flow_user(request, flow),
-            error=trip.error,
-            error_description=trip.error_description,
-        )
+        _use_up_failed(request, flow, trip.error, trip.error_description)
     return Decision(
         Outcome.FAILED,
         flow=flow,
@@ -247,16 +240,21 @@ def _rejected(
         flow is not None,
     )
     if flow is not None:
-        flows.finish(request, flow)
-        send_robust(
-            install_failed,
-            request=request,
-            user=_flow_user(request, flow),
-            error=reason,
-            error_description="",
-        )
+        _use_up_failed(request, flow, reason, "")
     outcome = Outcome.CONFLICT if reason == "connected_to_another_user" else Outcome.REJECTED
     return Decision(outcome, flow=flow, reason=reason)
+
+
+def _use_up_failed(request: HttpRequest, flow: Flow, error: str, description: str) -> None:
+    """The flow's return failed: use the flow up and tell ``install_failed``."""
+    flows.finish(request, flow)
+    send_robust(
+        install_failed,
+        request=request,
+        user=_flow_user(request, flow),
+        error=error,
+        error_description=description,
+    )
 
 
 def _flow_user(request: HttpRequest, flow: Flow) -> Any:
