@@ -1,4 +1,5 @@
-"""Install links (protocol.md section 1): the exact URL shapes and one test per rule."""
+"""Install links (docs/protocol.rst, "The install link"): the exact URL shapes and one test
+per rule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The descriptor view: ``atlassian-connect.json`` built from settings (protocol.md section 5)."""
+"""The descriptor view: ``atlassian-connect.json`` built from settings (docs/protocol.rst,
+"The descriptor")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The ``installed`` / ``uninstalled`` lifecycle callbacks, through the real URLs.
 
-Follows the signing table of protocol.md section 4. Every refusal asserts its status, that
-no Installation row changed, that no signal was sent, and the reason the app logged.
+Follows the signing rules of docs/protocol.rst ("Lifecycle callbacks"). Every refusal
+asserts its status, that no Installation row changed, that no signal was sent, and the
+reason the app logged.
 The Installation model's own behaviour is tested at the end.
 """
 

@@ -1,4 +1,4 @@
-"""What issue 7 changed for speed, tested for behaviour (the timings are in benchmarks/).
+"""The speed work, tested for behaviour (the timings are in benchmarks/).
 
 - The admin's search: one case-insensitive term, not split at spaces (exact clientKey, the
   start of the principal's name, exact principal UUID), lookups an index serves.

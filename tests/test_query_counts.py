@@ -1,4 +1,4 @@
-"""How many queries the callback and the lifecycle callback make, path by path (issue 7).
+"""How many queries the callback and the lifecycle callback make, path by path.
 
 A regression in database work (a query added to the success path, a lookup before a cheap
 rejection) fails here without timing anything. Counts are pytest-django's

@@ -36,9 +36,8 @@ from bitbucket_install.tokens import (
     verify_token,
 )
 
-# A byte-for-byte copy of the project's shared/qsh-vectors.json (computed with Atlassian's
-# reference libraries), kept here so that a clone runs its tests wherever it is; .ci/run
-# checks that the copy still matches the shared file.
+# Query string hash vectors computed with Atlassian's reference libraries, kept with the
+# tests so that a clone runs them wherever it is.
 VECTORS_PATH = Path(__file__).resolve().parent / "data" / "qsh-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))["vectors"]
 

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-from playwright.sync_api import expect
 
 from bitbucket_install.tokens import encode_token
 from tests.browser.pages import (
@@ -356,7 +356,27 @@ def unavailable(contexts: Contexts, server: DemoServer) -> Arrival:
         page.expect_response(lambda answer: answer.url == url, timeout=7_000),
     ):
         pass
-    return Arrival(page, response)
+    # What a visitor first sees, for the screenshots and axe: the same answer, its countdown
+    # on screen with its stop button, but the timer set an hour out so that no reload lands
+    # in the middle of them (the words still say 5 seconds, as the server wrote them).
+    context = page.context
+    page.close()
+    first_look = context.new_page()
+
+    def held_countdown(route: Route) -> None:
+        answer = route.fetch()
+        held = answer.text().replace(
+            f'data-bbi-reload-after="{RETRY_AFTER}"', 'data-bbi-reload-after="3600"'
+        )
+        route.fulfill(response=answer, body=held)
+
+    first_look.route(url, held_countdown)
+    shown = first_look.goto(url)
+    assert shown is not None
+    assert shown.status == 503
+    expect(first_look.get_by_role("status")).to_contain_text("reloads by itself in 5 seconds")
+    expect(first_look.get_by_role("button", name="Stop reloading")).to_be_visible()
+    return Arrival(first_look, shown)
 
 
 def no_result(contexts: Contexts, server: DemoServer) -> Arrival:

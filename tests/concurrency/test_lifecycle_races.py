@@ -2,7 +2,7 @@
 
 Bitbucket retries callbacks, and two deliveries of the first install can arrive at the
 same moment. Whatever the timing: one row per clientKey, never a 5xx, and a second secret
-is never taken without a signature (protocol.md section 4).
+is never taken without a signature (docs/protocol.rst, "Lifecycle callbacks").
 """
 
 from __future__ import annotations
