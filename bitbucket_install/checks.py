@@ -13,7 +13,13 @@ from django.shortcuts import resolve_url
 from django.urls import NoReverseMatch, reverse
 
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, host_of, is_plain_origin
-from bitbucket_install.conf import DURATIONS, app_settings, is_duration, is_strong_app_secret
+from bitbucket_install.conf import (
+    CLIENT_LIMITS,
+    DURATIONS,
+    app_settings,
+    is_duration,
+    is_strong_app_secret,
+)
 from bitbucket_install.descriptor import APP_OWNED_KEYS
 from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH
 
@@ -138,6 +144,7 @@ def check_settings(
 ) -> list[CheckMessage]:
     return [
         *_check_durations(),
+        *_check_client_limits(),
         *_check_shared_secret(),
         *_check_origins(),
         *_check_flags(),
@@ -162,6 +169,29 @@ def _check_durations() -> list[CheckMessage]:
                 f"Give an int from {smallest} to {largest}, or remove the setting to use the "
                 f"default ({default}). More would only weaken verification: the protocol "
                 "needs no longer.",
+            )
+        )
+    return found
+
+
+def _check_client_limits() -> list[CheckMessage]:
+    found = []
+    for name, (smallest, largest, default) in CLIENT_LIMITS.items():
+        value = _raw(name)
+        if value is UNSET or (is_duration(value) and smallest <= value <= largest):
+            continue
+        if is_duration(value):
+            used = f"it is read as {min(max(value, smallest), largest)}"
+        else:
+            used = f"the default, {default}, is used"
+        found.append(
+            _message(
+                "E023",
+                f"BITBUCKET_INSTALL_{name} must be a whole number from {smallest} to "
+                f"{largest}, not {_shown(value)}; {used}.",
+                f"Give an int from {smallest} to {largest}, or remove the setting to use the "
+                f"default ({default}). Beyond them an API call would hold a worker, or "
+                "retry against Bitbucket, for longer than any answer is worth.",
             )
         )
     return found

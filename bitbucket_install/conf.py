@@ -28,6 +28,15 @@ DURATIONS = {
     "CONFIRM_WINDOW": (1, 60 * 60, 120),
     "FLOW_MAX_AGE": (1, 24 * 60 * 60, 900),
 }
+# (smallest, largest, default) of the API client's limits (bitbucket_install.client): the
+# timeout of one HTTP exchange in seconds, how many times a 429 is retried, and the most
+# seconds one call may spend waiting out 429s. Beyond these a call would hang a worker
+# (or hammer Bitbucket) for nothing; clamped here, reported by system check E023.
+CLIENT_LIMITS = {
+    "API_TIMEOUT": (1, 300, 10),
+    "API_RETRIES": (0, 10, 3),
+    "API_MAX_RETRY_WAIT": (0, 3600, 60),
+}
 DEFAULT_DESCRIPTOR: dict[str, Any] = {
     "scopes": ["account"],
     "contexts": ["account"],
@@ -66,8 +75,8 @@ def is_duration(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _seconds(name: str) -> int:
-    smallest, largest, default = DURATIONS[name]
+def _bounded(name: str, bounds: dict[str, tuple[int, int, int]] = DURATIONS) -> int:
+    smallest, largest, default = bounds[name]
     value = _get(name, default)
     return min(max(value, smallest), largest) if is_duration(value) else default
 
@@ -149,19 +158,31 @@ class Settings:
 
     @property
     def JWT_LEEWAY(self) -> int:
-        return _seconds("JWT_LEEWAY")
+        return _bounded("JWT_LEEWAY")
 
     @property
     def JWT_MAX_AGE(self) -> int:
-        return _seconds("JWT_MAX_AGE")
+        return _bounded("JWT_MAX_AGE")
 
     @property
     def FLOW_MAX_AGE(self) -> int:
-        return _seconds("FLOW_MAX_AGE")
+        return _bounded("FLOW_MAX_AGE")
 
     @property
     def CONFIRM_WINDOW(self) -> int:
-        return _seconds("CONFIRM_WINDOW")
+        return _bounded("CONFIRM_WINDOW")
+
+    @property
+    def API_TIMEOUT(self) -> int:
+        return _bounded("API_TIMEOUT", CLIENT_LIMITS)
+
+    @property
+    def API_RETRIES(self) -> int:
+        return _bounded("API_RETRIES", CLIENT_LIMITS)
+
+    @property
+    def API_MAX_RETRY_WAIT(self) -> int:
+        return _bounded("API_MAX_RETRY_WAIT", CLIENT_LIMITS)
 
     @property
     def SUCCESS_URL(self) -> str | None:

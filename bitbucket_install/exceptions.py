@@ -38,3 +38,63 @@ class TokenError(BadRequest):
 
 class PayloadError(BadRequest):
     """A lifecycle callback's body was refused."""
+
+
+class RequestNotSent(BitbucketInstallError):
+    """The API client refused to send a request: nothing left the process.
+
+    ``reason`` is a stable code, safe to log: ``uninstalled``, ``no_shared_secret``,
+    ``no_app_key``, ``path_not_relative``, ``path_malformed``, ``path_dot_segment``,
+    ``scope_malformed``, ``repository_malformed``, or ``origin_not_allowed``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class OriginNotAllowed(RequestNotSent):
+    """A signed request would have gone to an origin outside
+    ``BITBUCKET_INSTALL_BITBUCKET_ORIGINS`` (the installation's stored URL, or the grant's)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("origin_not_allowed", message)
+
+
+class BitbucketAPIError(BitbucketInstallError):
+    """Bitbucket answered an API call with an error status (4xx or 5xx).
+
+    ``status`` is the HTTP status; ``message`` and ``detail`` are what Bitbucket's body
+    said (its JSON error, an OAuth error, or plain text), cleaned and length-limited:
+    untrusted text, fit for logs. ``detail`` may be empty.
+    """
+
+    def __init__(self, status: int, message: str, detail: str = "", *, request: str = "") -> None:
+        summary = f"Bitbucket answered {status}"
+        if request:
+            summary += f" to {request}"
+        super().__init__(f"{summary}: {message}" if message else summary)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+class TokenRefused(BitbucketAPIError):
+    """Bitbucket refused the token (401) or what it allows (403)."""
+
+
+class RateLimited(BitbucketAPIError):
+    """Bitbucket kept answering 429 after the retries, or asked for a longer wait than the
+    client may spend; ``retry_after`` is the wait it asked for in seconds, or None."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        detail: str = "",
+        *,
+        request: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status, message, detail, request=request)
+        self.retry_after = retry_after

@@ -31,6 +31,7 @@ __all__ = [
     "is_valid_client_key",
     "query_string_hash",
     "read_unverified",
+    "sign_claims",
     "verify_token",
 ]
 
@@ -124,6 +125,22 @@ def encode_token(
         secret.encode(),
         algorithm=ALGORITHM,
         headers={"typ": "JWT"},
+    )
+
+
+def sign_claims(claims: Mapping[str, Any], secret: str) -> str:
+    """An HS256 token of exactly ``claims``, in their order, as compact JSON.
+
+    The header is ``{"typ":"JWT","alg":"HS256"}`` in that order, as atlassian-jwt and
+    atlassian-connect-express write it, so a token for the same claims is byte for byte
+    theirs.
+    """
+    return _jws.encode(
+        json.dumps(claims, separators=(",", ":")).encode(),
+        secret.encode(),
+        algorithm=ALGORITHM,
+        headers={"typ": "JWT"},
+        sort_headers=False,
     )
 
 
