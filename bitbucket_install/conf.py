@@ -15,7 +15,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from bitbucket_install.authorize import InstallLink, host_of
-from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH, origin
+from bitbucket_install.identifiers import (
+    MIN_APP_SECRET_LENGTH,
+    is_webhook_subscription,
+    origin,
+)
 
 DEFAULT_AUTHORIZE_URL = "https://bitbucket.org/site/addons/authorize"
 DEFAULT_BITBUCKET_ORIGINS = ("https://bitbucket.org", "https://api.bitbucket.org")
@@ -28,6 +32,9 @@ DURATIONS = {
     "CONFIRM_WINDOW": (1, 60 * 60, 120),
     "FLOW_MAX_AGE": (1, 24 * 60 * 60, 900),
 }
+# (smallest, largest, default) bytes of a webhook delivery's body. Bitbucket caps its
+# webhook payloads at 256 KB; the default leaves room for Connect's envelope and more.
+WEBHOOK_MAX_BYTES_BOUNDS = (1024, 16 * 1024 * 1024, 1024 * 1024)
 DEFAULT_DESCRIPTOR: dict[str, Any] = {
     "scopes": ["account"],
     "contexts": ["account"],
@@ -162,6 +169,27 @@ class Settings:
     @property
     def CONFIRM_WINDOW(self) -> int:
         return _seconds("CONFIRM_WINDOW")
+
+    @property
+    def WEBHOOKS(self) -> tuple[str, ...]:
+        """The event keys (or ``"*"``) the descriptor subscribes the ``webhook`` view to:
+        the setting's well-shaped ones, each once, in its order (check E023 reports the
+        rest)."""
+        configured = _get("WEBHOOKS", ())
+        if not isinstance(configured, list | tuple):
+            return ()
+        kept: list[str] = []
+        for event in configured:
+            if isinstance(event, str) and is_webhook_subscription(event) and event not in kept:
+                kept.append(event)
+        return tuple(kept)
+
+    @property
+    def WEBHOOK_MAX_BYTES(self) -> int:
+        """The largest webhook body accepted, clamped to its bounds (check E024)."""
+        smallest, largest, default = WEBHOOK_MAX_BYTES_BOUNDS
+        value = _get("WEBHOOK_MAX_BYTES", default)
+        return min(max(value, smallest), largest) if is_duration(value) else default
 
     @property
     def SUCCESS_URL(self) -> str | None:

@@ -29,6 +29,22 @@ TRUST_NOTE = (
 pytestmark = pytest.mark.django_db
 
 
+def deleted(installations: int, deliveries: int = 0) -> str:
+    """The command's report of a purge."""
+    return (
+        f"{installations} installation(s) deleted.\n"
+        f"{deliveries} webhook delivery record(s) deleted.\n" + TRUST_NOTE
+    )
+
+
+def would_delete(installations: int, deliveries: int = 0) -> str:
+    """The command's report of a dry run."""
+    return (
+        f"{installations} installation(s) would be deleted.\n"
+        f"{deliveries} webhook delivery record(s) would be deleted.\n" + TRUST_NOTE
+    )
+
+
 @pytest.fixture
 def rows() -> None:
     now = timezone.now()
@@ -80,7 +96,7 @@ def delete_receivers() -> Iterator[list[str]]:
 
 
 def test_default_is_90_days(rows: None) -> None:
-    assert purge() == "2 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge() == deleted(2)
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -91,7 +107,7 @@ def test_default_is_90_days(rows: None) -> None:
 
 
 def test_days(rows: None) -> None:
-    assert purge("--days", "30") == "4 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days", "30") == deleted(4)
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -100,20 +116,18 @@ def test_days(rows: None) -> None:
 
 
 def test_zero_days_purges_every_uninstalled_row(rows: None) -> None:
-    assert purge("--days=0") == "6 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days=0") == deleted(6)
     assert remaining() == {"connection:installed"}
 
 
 def test_dry_run_deletes_nothing(rows: None) -> None:
     before = installation_rows()
-    assert purge("--days", "30", "--dry-run") == (
-        "4 installation(s) would be deleted.\n" + TRUST_NOTE
-    )
+    assert purge("--days", "30", "--dry-run") == (would_delete(4))
     assert installation_rows() == before
 
 
 def test_nothing_to_purge(rows: None) -> None:
-    assert purge("--days", "1000") == "0 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days", "1000") == deleted(0)
     assert len(remaining()) == 7
 
 
@@ -147,7 +161,7 @@ def test_the_largest_days_the_error_names_works(rows: None) -> None:
     assert found is not None
     at_most = found[1]
     before = installation_rows()
-    assert purge("--days", at_most) == "0 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days", at_most) == deleted(0)
     assert installation_rows() == before
     with pytest.raises(CommandError, match="out of range"):
         purge("--days", str(int(at_most) + 1))
@@ -164,9 +178,7 @@ def test_help_says_a_purged_client_key_is_trusted_on_first_use_again() -> None:
 
 def test_dry_run_counts_with_delete_receivers(rows: None, delete_receivers: list[str]) -> None:
     before = installation_rows()
-    assert (
-        purge("--days", "0", "--dry-run") == "6 installation(s) would be deleted.\n" + TRUST_NOTE
-    )
+    assert purge("--days", "0", "--dry-run") == would_delete(6)
     assert installation_rows() == before
     assert delete_receivers == []
 
@@ -176,10 +188,14 @@ def test_purges_in_locked_batches(
 ) -> None:
     monkeypatch.setattr(bitbucket_install_purge, "BATCH_SIZE", 4)
     with CaptureQueriesContext(connection) as queries:
-        assert purge("--days", "0") == "6 installation(s) deleted.\n" + TRUST_NOTE
+        assert purge("--days", "0") == deleted(6)
     assert remaining() == {"connection:installed"}
-    deletes = [query["sql"] for query in queries if query["sql"].startswith("DELETE")]
-    assert len(deletes) == 2  # 4 rows, then 2
+    deletes = [
+        query["sql"]
+        for query in queries
+        if query["sql"].startswith("DELETE") and "_installation" in query["sql"].split()[2]
+    ]
+    assert len(deletes) == 2  # 4 rows, then 2 (each with its deliveries, if any)
     # The project's receivers saw each purged row once.
     purged = [seen.split(" ", 1)[1] for seen in delete_receivers if seen.startswith("post")]
     assert sorted(purged) == sorted(
@@ -212,7 +228,7 @@ def test_a_row_reinstalled_after_the_batch_was_chosen_stays(
         return choose(before)
 
     monkeypatch.setattr(bitbucket_install_purge, "stale", stale_then_reinstall)
-    assert purge() == "1 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge() == deleted(1)
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
