@@ -9,7 +9,6 @@ from django.dispatch import Signal
 
 from bitbucket_install import signals
 
-
 APP_SIGNALS = (
     signals.installed,
     signals.install_failed,

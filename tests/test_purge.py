@@ -4,6 +4,7 @@ in locked batches, and say that a purged clientKey is trusted on first use again
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
@@ -17,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bitbucket_install.management.commands import bitbucket_install_purge
-from bitbucket_install.models import Installation
+from bitbucket_install.models import Installation, WebhookDelivery
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
 
@@ -240,3 +241,75 @@ def test_a_row_reinstalled_after_the_batch_was_chosen_stays(
     kept = Installation.objects.get(client_key="connection:400-days")
     assert kept.uninstalled_at is None
     assert kept.shared_secret == "new-secret"
+
+
+# --- webhook delivery records ----------------------------------------------------------------
+
+
+@pytest.fixture
+def deliveries() -> None:
+    """Delivery records of one installed installation, received 0 to 30 days ago."""
+    installation = Installation.objects.create(client_key="connection:hooks", shared_secret="s")
+    now = timezone.now()
+    for number, days in enumerate([0, 1, 6, 8, 30]):
+        WebhookDelivery.objects.create(
+            installation=installation,
+            request_uuid=uuid.UUID(int=number),
+            event=f"repo:push_{days}",
+            received_at=now - timedelta(days=days, minutes=1),
+        )
+
+
+def delivery_events() -> set[str]:
+    return set(WebhookDelivery.objects.values_list("event", flat=True))
+
+
+def test_delivery_records_older_than_a_week_are_deleted(deliveries: None) -> None:
+    assert purge() == deleted(0, 2)
+    assert delivery_events() == {"repo:push_0", "repo:push_1", "repo:push_6"}
+    assert Installation.objects.filter(client_key="connection:hooks").exists()
+
+
+def test_webhook_days(deliveries: None) -> None:
+    assert purge("--webhook-days", "1") == deleted(0, 4)
+    assert delivery_events() == {"repo:push_0"}
+    assert purge("--webhook-days=0") == deleted(0, 1)
+    assert delivery_events() == set()
+
+
+def test_dry_run_counts_delivery_records(deliveries: None) -> None:
+    assert purge("--webhook-days", "1", "--dry-run") == would_delete(0, 4)
+    assert len(delivery_events()) == 5
+
+
+@pytest.mark.parametrize(
+    ("days", "error"),
+    [
+        ("-1", "--webhook-days must not be negative."),
+        ("1000000000", "--webhook-days 1000000000 is out of range"),
+    ],
+)
+def test_bad_webhook_days_refused(deliveries: None, days: str, error: str) -> None:
+    with pytest.raises(CommandError, match=f"^{re.escape(error)}"):
+        purge("--webhook-days", days)
+    assert len(delivery_events()) == 5
+
+
+def test_delivery_records_are_deleted_in_batches(
+    deliveries: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bitbucket_install_purge, "BATCH_SIZE", 3)
+    with CaptureQueriesContext(connection) as queries:
+        assert purge("--webhook-days", "0") == deleted(0, 5)
+    deletes = [query["sql"] for query in queries if query["sql"].startswith("DELETE")]
+    assert len(deletes) == 2  # 3 rows, then 2
+    assert delivery_events() == set()
+
+
+def test_a_purged_installation_takes_its_delivery_records(rows: None) -> None:
+    stale = Installation.objects.get(client_key="connection:400-days")
+    WebhookDelivery.objects.create(
+        installation=stale, request_uuid=uuid.UUID(int=1), event="repo:push"
+    )
+    assert purge() == deleted(2)
+    assert WebhookDelivery.objects.count() == 0
