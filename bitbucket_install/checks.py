@@ -16,12 +16,18 @@ from bitbucket_install.authorize import ADDON_KEY_PATTERN, host_of, is_plain_ori
 from bitbucket_install.conf import (
     CLIENT_LIMITS,
     DURATIONS,
+    WEBHOOK_MAX_BYTES_BOUNDS,
     app_settings,
     is_duration,
     is_strong_app_secret,
 )
 from bitbucket_install.descriptor import APP_OWNED_KEYS
-from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH
+from bitbucket_install.identifiers import (
+    ALL_EVENTS,
+    MAX_EVENT_KEY_LENGTH,
+    MIN_APP_SECRET_LENGTH,
+    is_webhook_subscription,
+)
 
 # Stable ids; a retired id stays reserved and is never reused.
 RULE_IDS = {
@@ -45,7 +51,15 @@ REDIRECT_SETTINGS = ("SUCCESS_URL", "FAILURE_URL")
 # environment variable) is off, and W006 says so.
 FLAG_SETTINGS = ("SIMULATOR", "TRUST_UNSIGNED_RETURNS")
 # Every URL name the app reverses (its button, install flow, descriptor and callbacks).
-APP_URL_NAMES = ("start", "callback", "result", "descriptor", "installed", "uninstalled")
+APP_URL_NAMES = (
+    "start",
+    "callback",
+    "result",
+    "descriptor",
+    "installed",
+    "uninstalled",
+    "webhook",
+)
 KNOWN_CONTEXTS = {"account"}
 UNSET = object()
 SHOWN_LENGTH = 80
@@ -148,6 +162,8 @@ def check_settings(
         *_check_shared_secret(),
         *_check_origins(),
         *_check_flags(),
+        *_check_webhooks(),
+        *_check_webhook_max_bytes(),
     ]
 
 
@@ -275,6 +291,82 @@ def _check_flags() -> list[CheckMessage]:
             )
         )
     return found
+
+
+WEBHOOKS_HINT = (
+    'List Bitbucket event keys, e.g. ["repo:push", "pullrequest:created"], each once, '
+    f'or ["{ALL_EVENTS}"] for every event: a resource, a colon and an action, in lower '
+    f"case letters, digits and underscores, at most {MAX_EVENT_KEY_LENGTH} characters."
+)
+
+
+def _check_webhooks() -> list[CheckMessage]:
+    value = _raw("WEBHOOKS")
+    if value is UNSET:
+        return []
+    if not isinstance(value, list | tuple):
+        return [_webhooks_message(f"is {_shown(value)}, not a list or tuple; it is ignored")]
+    found = []
+    bad = [
+        event for event in value if not (isinstance(event, str) and is_webhook_subscription(event))
+    ]
+    if bad:
+        found.append(
+            _webhooks_message(
+                f"has entries that are not event keys: {_shown(bad)}; they are left out"
+            )
+        )
+    repeated = sorted(
+        {event for event in value if isinstance(event, str) and value.count(event) > 1}
+    )
+    if repeated:
+        found.append(
+            _webhooks_message(f"lists {_shown(repeated)} more than once; each is subscribed once")
+        )
+    if ALL_EVENTS in value and any(event != ALL_EVENTS for event in value):
+        found.append(
+            _webhooks_message(
+                f'lists "{ALL_EVENTS}" with other keys, which "{ALL_EVENTS}" already covers '
+                "(Bitbucket does not say whether it would deliver those events twice)"
+            )
+        )
+    own = app_settings.DESCRIPTOR.get("modules")
+    own_webhooks = own.get("webhooks", []) if isinstance(own, dict) else []
+    if app_settings.WEBHOOKS and not isinstance(own_webhooks, list | tuple):
+        found.append(
+            _message(
+                "E024",
+                "BITBUCKET_INSTALL_DESCRIPTOR['modules']['webhooks'] is not a list, so the "
+                "webhooks of BITBUCKET_INSTALL_WEBHOOKS are not added to the descriptor.",
+                'Make it a list of {"event": ..., "url": ...} modules, or remove it and '
+                "list the event keys in BITBUCKET_INSTALL_WEBHOOKS.",
+            )
+        )
+    return found
+
+
+def _webhooks_message(problem: str) -> CheckMessage:
+    return _message("E024", f"BITBUCKET_INSTALL_WEBHOOKS {problem}.", WEBHOOKS_HINT)
+
+
+def _check_webhook_max_bytes() -> list[CheckMessage]:
+    smallest, largest, default = WEBHOOK_MAX_BYTES_BOUNDS
+    value = _raw("WEBHOOK_MAX_BYTES")
+    if value is UNSET or (is_duration(value) and smallest <= value <= largest):
+        return []
+    if is_duration(value):
+        used = f"it is read as {min(max(value, smallest), largest)}"
+    else:
+        used = f"the default, {default}, is used"
+    return [
+        _message(
+            "E025",
+            f"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES must be a whole number of bytes from "
+            f"{smallest} to {largest}, not {_shown(value)}; {used}.",
+            f"Give an int from {smallest} to {largest}, or remove the setting to use the "
+            f"default ({default}, 1 MiB; Bitbucket's webhook payloads are at most 256 KB).",
+        )
+    ]
 
 
 @register(Tags.urls, "bitbucket_install")

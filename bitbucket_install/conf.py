@@ -15,7 +15,11 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from bitbucket_install.authorize import InstallLink, host_of
-from bitbucket_install.identifiers import MIN_APP_SECRET_LENGTH, origin
+from bitbucket_install.identifiers import (
+    MIN_APP_SECRET_LENGTH,
+    is_webhook_subscription,
+    origin,
+)
 
 DEFAULT_AUTHORIZE_URL = "https://bitbucket.org/site/addons/authorize"
 DEFAULT_BITBUCKET_ORIGINS = ("https://bitbucket.org", "https://api.bitbucket.org")
@@ -37,6 +41,9 @@ CLIENT_LIMITS = {
     "API_RETRIES": (0, 10, 3),
     "API_MAX_RETRY_WAIT": (0, 3600, 60),
 }
+# (smallest, largest, default) bytes of a webhook delivery's body. Bitbucket caps its
+# webhook payloads at 256 KB; the default leaves room for Connect's envelope and more.
+WEBHOOK_MAX_BYTES_BOUNDS = (1024, 16 * 1024 * 1024, 1024 * 1024)
 DEFAULT_DESCRIPTOR: dict[str, Any] = {
     "scopes": ["account"],
     "contexts": ["account"],
@@ -183,6 +190,27 @@ class Settings:
     @property
     def API_MAX_RETRY_WAIT(self) -> int:
         return _bounded("API_MAX_RETRY_WAIT", CLIENT_LIMITS)
+
+    @property
+    def WEBHOOKS(self) -> tuple[str, ...]:
+        """The event keys (or ``"*"``) the descriptor subscribes the ``webhook`` view to:
+        the setting's well-shaped ones, each once, in its order (check E024 reports the
+        rest)."""
+        configured = _get("WEBHOOKS", ())
+        if not isinstance(configured, list | tuple):
+            return ()
+        kept: list[str] = []
+        for event in configured:
+            if isinstance(event, str) and is_webhook_subscription(event) and event not in kept:
+                kept.append(event)
+        return tuple(kept)
+
+    @property
+    def WEBHOOK_MAX_BYTES(self) -> int:
+        """The largest webhook body accepted, clamped to its bounds (check E025)."""
+        smallest, largest, default = WEBHOOK_MAX_BYTES_BOUNDS
+        value = _get("WEBHOOK_MAX_BYTES", default)
+        return min(max(value, smallest), largest) if is_duration(value) else default
 
     @property
     def SUCCESS_URL(self) -> str | None:

@@ -33,7 +33,7 @@ def build_descriptor() -> dict[str, Any]:
         # Values of the wrong type (system check E014/E015 reports them) give the defaults.
         "scopes": _list_or_default(configured, "scopes"),
         "contexts": _list_or_default(configured, "contexts"),
-        "modules": dict(configured["modules"] if isinstance(configured["modules"], dict) else {}),
+        "modules": _modules(configured["modules"]),
     }
     if configured.get("vendor"):
         descriptor["vendor"] = configured["vendor"]
@@ -41,6 +41,26 @@ def build_descriptor() -> dict[str, Any]:
         if name not in BUILT_KEYS | APP_OWNED_KEYS:
             descriptor[name] = value
     return descriptor
+
+
+def _modules(configured: object) -> dict[str, Any]:
+    """The project's modules (a copy: the setting is never changed), with a webhook module
+    per event of ``BITBUCKET_INSTALL_WEBHOOKS`` after the project's own webhooks."""
+    modules = dict(configured) if isinstance(configured, dict) else {}
+    events = app_settings.WEBHOOKS
+    own = modules.get("webhooks", [])
+    # Nothing asked for, or the project's webhooks are no list (check E024 says so):
+    # the project's modules are left exactly as they are.
+    if not events or not isinstance(own, list | tuple):
+        return modules
+    url = app_settings.relative_to_base(reverse("bitbucket_install:webhook"))
+    webhooks = list(own)
+    for event in events:
+        entry = {"event": event, "url": url}
+        if entry not in webhooks:
+            webhooks.append(entry)
+    modules["webhooks"] = webhooks
+    return modules
 
 
 def _list_or_default(configured: dict[str, Any], name: str) -> list[Any]:

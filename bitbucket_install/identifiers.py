@@ -1,5 +1,5 @@
 """The shapes of what Bitbucket and the project name: clientKeys, app keys, shared secrets,
-origins, and the display text the app stores and shows.
+webhook event keys and delivery ids, origins, and the display text the app stores and shows.
 
 Pure code: no Django imports. ``tokens``, ``authorize``, ``payloads`` and the Django-facing
 modules all take their patterns from here, so a shape is decided in one place.
@@ -21,6 +21,16 @@ CLIENT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:/{}._@+=-]{0,254}")
 ADDON_KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # A shared secret as Bitbucket sends it: printable ASCII without spaces.
 SECRET_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+# Bitbucket's webhook event keys ("repo:push", "pullrequest:comment_created"): a resource,
+# a colon, an action. The descriptor's webhook module takes at most 64 characters, and "*"
+# subscribes to every event (it is never the key of a delivery).
+EVENT_KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]*:[a-z][a-z0-9_]*")
+MAX_EVENT_KEY_LENGTH = 64
+ALL_EVENTS = "*"
+# A delivery's X-Request-UUID: a UUID in its usual hyphenated form, braces allowed.
+REQUEST_UUID_PATTERN = re.compile(
+    r"(?P<brace>\{)?[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}(?(brace)\})"
+)
 # An app-level secret verifies returns for every clientKey: it must resist guessing.
 MIN_APP_SECRET_LENGTH = 32
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -32,6 +42,16 @@ HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 def is_valid_client_key(value: str) -> bool:
     return CLIENT_KEY_PATTERN.fullmatch(value) is not None
+
+
+def is_valid_event_key(value: str) -> bool:
+    """Is ``value`` shaped like a webhook event key (not ``"*"``)?"""
+    return len(value) <= MAX_EVENT_KEY_LENGTH and EVENT_KEY_PATTERN.fullmatch(value) is not None
+
+
+def is_webhook_subscription(value: str) -> bool:
+    """May ``value`` be the ``event`` of a descriptor's webhook module: a key or ``"*"``?"""
+    return value == ALL_EVENTS or is_valid_event_key(value)
 
 
 def is_registered_client_key(client_key: str, addon_key: str) -> bool:

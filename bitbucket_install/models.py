@@ -5,6 +5,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 Result = TypeVar("Result")
@@ -107,3 +108,39 @@ class Installation(models.Model):
     @property
     def is_installed(self) -> bool:
         return self.uninstalled_at is None
+
+
+class WebhookDelivery(models.Model):
+    """One webhook delivery accepted by the ``webhook`` view, kept so that a redelivery
+    (the same ``X-Request-UUID``) is answered without signalling it again.
+
+    Unique per installation rather than across them: a token signed by one installation
+    can then neither swallow another's delivery by using its id first, nor be swallowed.
+    The payload is not stored. ``bitbucket_install_purge`` deletes old rows.
+    """
+
+    installation = models.ForeignKey(
+        Installation,
+        verbose_name=_("installation"),
+        on_delete=models.CASCADE,
+        related_name="webhook_deliveries",
+    )
+    request_uuid = models.UUIDField(_("request UUID"))
+    event = models.CharField(_("event"), max_length=64)
+    received_at = models.DateTimeField(_("received"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["installation", "request_uuid"], name="bbinstall_delivery_once"
+            ),
+        ]
+        indexes = [
+            # The purge deletes by age.
+            models.Index(fields=["received_at"], name="bbinstall_delivery_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.request_uuid}"

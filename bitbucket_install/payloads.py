@@ -1,4 +1,4 @@
-"""Lifecycle callback bodies, parsed and checked before any query.
+"""Lifecycle callback bodies and webhook deliveries, parsed and checked before any query.
 
 ``parse_lifecycle`` checks every value for type, length and characters, so SQLite,
 PostgreSQL and MariaDB see the same clean data (PostgreSQL refuses NUL bytes; MariaDB would
@@ -11,7 +11,9 @@ may claim nothing that would make the app send tokens elsewhere or take another 
 from __future__ import annotations
 
 import json
+import math
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,15 +21,26 @@ from urllib.parse import urlsplit
 from bitbucket_install.exceptions import PayloadError
 from bitbucket_install.identifiers import (
     ADDON_KEY_PATTERN,
+    REQUEST_UUID_PATTERN,
     SECRET_PATTERN,
     clean_display_text,
     is_registered_client_key,
     is_usable_hmac_secret,
     is_valid_client_key,
+    is_valid_event_key,
     origin,
 )
 
-__all__ = ["ExpectedApp", "LifecyclePayload", "PayloadError", "check_claim", "parse_lifecycle"]
+__all__ = [
+    "ExpectedApp",
+    "LifecyclePayload",
+    "PayloadError",
+    "check_claim",
+    "parse_lifecycle",
+    "parse_webhook_body",
+    "request_uuid",
+    "webhook_event",
+]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ACCOUNT_JSON_BYTES = 8 * 1024
@@ -35,6 +48,9 @@ MAX_ACCOUNT_JSON_BYTES = 8 * 1024
 # levels) would overflow the stack when the ORM encodes it again, deeper in the call stack.
 MAX_ACCOUNT_DEPTH = 16
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# Bitbucket's event payloads are a dozen levels deep at most; a receiver that stores or
+# encodes a payload much deeper would overflow the stack.
+MAX_WEBHOOK_DEPTH = 64
 # JSON's "\ud800" escapes decode to lone surrogates, which no database driver can encode.
 SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -218,3 +234,56 @@ def _deeper_than(value: object, limit: int) -> bool:
         if not level:
             return False
     return any(isinstance(item, dict | list) for item in level)
+
+
+def parse_webhook_body(body: bytes) -> dict[str, Any]:
+    """A webhook delivery's body: a JSON object in UTF-8, or ``PayloadError``.
+
+    Strict JSON only: no ``NaN`` or ``Infinity`` (nor numbers that overflow to it), which
+    a receiver could not store in a JSON column. The size is the caller's to check.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PayloadError("payload_not_utf8") from error
+    try:
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as error:
+        raise PayloadError("payload_not_json") from error
+    if not isinstance(data, dict):
+        raise PayloadError("payload_not_object")
+    if _deeper_than(data, MAX_WEBHOOK_DEPTH):
+        raise PayloadError("payload_too_deep")
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def webhook_event(header: str | None, data: dict[str, Any]) -> str:
+    """The delivery's event key: the ``X-Event-Key`` header, else the body's ``event``
+    (where Connect's envelope ``{"event": ..., "data": ...}`` carries it)."""
+    event = header if header is not None else data.get("event")
+    if event is None:
+        raise PayloadError("event_missing")
+    if not isinstance(event, str) or not is_valid_event_key(event):
+        raise PayloadError("event_malformed")
+    return event
+
+
+def request_uuid(header: str | None) -> uuid.UUID:
+    """The delivery's id from its ``X-Request-UUID`` header, which every redelivery of it
+    repeats: required, since it is what a redelivery is recognised by."""
+    if header is None:
+        raise PayloadError("request_uuid_missing")
+    if REQUEST_UUID_PATTERN.fullmatch(header) is None:
+        raise PayloadError("request_uuid_malformed")
+    return uuid.UUID(header.strip("{}"))

@@ -17,6 +17,12 @@ install_failed(request, user, error, error_description)
 uninstalled(installation, request)
     The ``uninstalled`` lifecycle callback was verified and recorded, or a staff user
     marked the installation uninstalled in the admin (``request`` is the admin's).
+
+webhook_received(installation, event, payload, request)
+    A webhook delivery was verified (signed with the installation's secret, over this
+    request) and recorded: sent once per ``X-Request-UUID``, after the commit. ``event``
+    is the event key (``"repo:push"``); ``payload`` is the body's JSON object as Bitbucket
+    sent it, which the signature does not cover; ``request`` is the delivery's request.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ logger = logging.getLogger("bitbucket_install")
 installed = Signal()
 install_failed = Signal()
 uninstalled = Signal()
+webhook_received = Signal()
 
 
 def send_robust(signal: Signal, **kwargs: Any) -> None:

@@ -221,6 +221,7 @@ def verify_token(
     qsh: str | None,
     issuer: str | None = None,
     audience: str | None = None,
+    check_audience: bool = True,
     leeway: int = 30,
     max_age: int = 600,
     now: float | None = None,
@@ -228,7 +229,10 @@ def verify_token(
     """Verify a Connect JWT and return its claims, or raise ``TokenError``.
 
     ``qsh`` is the hash of the request being served; None is only for callers that bind
-    the token to the request some other way (nobody in this app).
+    the token to the request some other way (nobody in this app). An ``aud``, when
+    present, must be ``audience`` (default: the issuer) unless ``check_audience`` is
+    False: then any ``aud`` is ignored (the signature with the installation's own secret
+    already binds the token to it).
     """
     unverified = _signed(token, secret)
     claims = unverified.claims
@@ -236,7 +240,11 @@ def verify_token(
     token_issuer = unverified.issuer
     if issuer is not None and token_issuer != issuer:
         raise TokenError("token_issuer")
-    if "aud" in claims and not _audience_matches(claims["aud"], audience or token_issuer):
+    if (
+        check_audience
+        and "aud" in claims
+        and not _audience_matches(claims["aud"], audience or token_issuer)
+    ):
         raise TokenError("token_audience")
     token_qsh = claims.get("qsh")
     if not isinstance(token_qsh, str):

@@ -8,6 +8,7 @@ from bitbucket_install import views
 from bitbucket_install.conf import app_settings
 from bitbucket_install.descriptor import DescriptorView
 from bitbucket_install.lifecycle import InstalledView, UninstalledView
+from bitbucket_install.webhooks import WebhookView
 
 app_name = "bitbucket_install"
 
@@ -35,5 +36,6 @@ urlpatterns = [
     path("atlassian-connect.json", DescriptorView.as_view(), name="descriptor"),
     path("installed", InstalledView.as_view(), name="installed"),
     path("uninstalled", UninstalledView.as_view(), name="uninstalled"),
+    path("webhook", WebhookView.as_view(), name="webhook"),
     path("simulator/authorize/", simulator, name="simulator"),
 ]

@@ -59,14 +59,16 @@ def token_from_request(request: HttpRequest) -> str | None:
 
 
 def verify_request_token(
-    request: HttpRequest, token: str, secret: str, *, issuer: str
+    request: HttpRequest, token: str, secret: str, *, issuer: str, check_audience: bool = True
 ) -> dict[str, Any]:
-    """Claims of ``token`` if it signs this request for ``issuer`` with ``secret``."""
+    """Claims of ``token`` if it signs this request for ``issuer`` with ``secret``
+    (``check_audience``: see ``tokens.verify_token``)."""
     return verify_token(
         token,
         secret,
         qsh=request_qsh(request),
         issuer=issuer,
+        check_audience=check_audience,
         leeway=app_settings.JWT_LEEWAY,
         max_age=app_settings.JWT_MAX_AGE,
     )

@@ -9,6 +9,13 @@ from django.dispatch import Signal
 
 from bitbucket_install import signals
 
+APP_SIGNALS = (
+    signals.installed,
+    signals.install_failed,
+    signals.uninstalled,
+    signals.webhook_received,
+)
+
 
 @dataclass
 class SignalRecorder:
@@ -28,7 +35,7 @@ class SignalRecorder:
 def sent_signals() -> Iterator[SignalRecorder]:
     recorder = SignalRecorder()
     receivers: list[Callable[..., None]] = []
-    for signal in (signals.installed, signals.install_failed, signals.uninstalled):
+    for signal in APP_SIGNALS:
 
         def receiver(signal: Signal = signal, **kwargs: Any) -> None:
             recorder.calls.append((signal, kwargs))
@@ -36,7 +43,5 @@ def sent_signals() -> Iterator[SignalRecorder]:
         signal.connect(receiver, weak=False)
         receivers.append(receiver)
     yield recorder
-    for signal, receiver in zip(
-        (signals.installed, signals.install_failed, signals.uninstalled), receivers, strict=True
-    ):
+    for signal, receiver in zip(APP_SIGNALS, receivers, strict=True):
         signal.disconnect(receiver)

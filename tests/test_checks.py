@@ -12,7 +12,7 @@ from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from bitbucket_install import checks
-from bitbucket_install.conf import DURATIONS
+from bitbucket_install.conf import DURATIONS, WEBHOOK_MAX_BYTES_BOUNDS
 
 UNSET = object()  # a setting removed for the test
 GOOD_DESCRIPTOR = {
@@ -158,6 +158,37 @@ def test_silent_on_the_test_settings() -> None:
                 "BITBUCKET_INSTALL_FAILURE_URL": "admin:index",
             },
             id="redirect-targets-url-names",
+        ),
+        pytest.param(
+            {
+                "BITBUCKET_INSTALL_WEBHOOKS": ["repo:push", "pullrequest:comment_created"],
+                "BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": 256 * 1024,
+                "BITBUCKET_INSTALL_DESCRIPTOR": {
+                    **GOOD_DESCRIPTOR,
+                    "modules": {"webhooks": [{"event": "repo:fork", "url": "/hooks"}]},
+                },
+            },
+            id="webhooks",
+        ),
+        pytest.param({"BITBUCKET_INSTALL_WEBHOOKS": ("*",)}, id="webhooks-every-event"),
+        pytest.param(
+            # No webhooks asked for: the project's own module is its business.
+            {
+                "BITBUCKET_INSTALL_WEBHOOKS": [],
+                "BITBUCKET_INSTALL_DESCRIPTOR": {
+                    **GOOD_DESCRIPTOR,
+                    "modules": {"webhooks": {"event": "repo:push", "url": "/hooks"}},
+                },
+            },
+            id="webhooks-none-asked-for",
+        ),
+        pytest.param(
+            {"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": WEBHOOK_MAX_BYTES_BOUNDS[0]},
+            id="webhook-max-bytes-smallest",
+        ),
+        pytest.param(
+            {"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": WEBHOOK_MAX_BYTES_BOUNDS[1]},
+            id="webhook-max-bytes-largest",
         ),
         pytest.param(
             # What resolve_url passes through unreversed: anything with a "." or "/".
@@ -508,6 +539,37 @@ CASES: list[Any] = [
         {"E022", "W003"},
         id="E022-with-the-simulator-on",
     ),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOKS": "repo:push"}, {"E024"}, id="E024-a-string"),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOKS": None}, {"E024"}, id="E024-None"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_WEBHOOKS": ["repo:push", "Repo:Push"]}, {"E024"}, id="E024-shape"
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_WEBHOOKS": ["repo:push", {"event": "repo:fork"}]},
+        {"E024"},
+        id="E024-not-a-string",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_WEBHOOKS": ["repo:push", "repo:push"]}, {"E024"}, id="E024-twice"
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_WEBHOOKS": ["*", "repo:push"]}, {"E024"}, id="E024-star-and-more"
+    ),
+    pytest.param(
+        {
+            "BITBUCKET_INSTALL_WEBHOOKS": ["repo:push"],
+            "BITBUCKET_INSTALL_DESCRIPTOR": {
+                **GOOD_DESCRIPTOR,
+                "modules": {"webhooks": {"event": "repo:push", "url": "/hooks"}},
+            },
+        },
+        {"E024"},
+        id="E024-the-descriptors-webhooks-not-a-list",
+    ),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": 100}, {"E025"}, id="E025-too-small"),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": 10**9}, {"E025"}, id="E025-too-large"),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": "1MB"}, {"E025"}, id="E025-string"),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": True}, {"E025"}, id="E025-bool"),
     pytest.param({"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": True}, {"W005"}, id="W005"),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": "False"}, {"W006"}, id="W006-string-False"),
     pytest.param(
@@ -553,7 +615,7 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 23)} | {f"W{n:03}" for n in range(1, 7)}
+    expected = {f"E{n:03}" for n in range(1, 25)} | {f"W{n:03}" for n in range(1, 7)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -762,7 +824,7 @@ def test_missing_app_urls_message_shows_the_include_line() -> None:
         "The URLconf 'tests.urls_without_app' does not include the app's URLs "
         "(bitbucket_install:start, bitbucket_install:callback, bitbucket_install:result, "
         "bitbucket_install:descriptor, bitbucket_install:installed, "
-        "bitbucket_install:uninstalled cannot be reversed)."
+        "bitbucket_install:uninstalled, bitbucket_install:webhook cannot be reversed)."
     )
     assert 'path("bitbucket/", include("bitbucket_install.urls"))' in str(message.hint)
 
@@ -774,6 +836,52 @@ def test_app_url_names_are_the_app_urls() -> None:
     # The simulator's page is only needed with the simulator on (AUTHORIZE_URL falls back);
     # the flow's callback takes an argument and comes with the plain one.
     assert set(checks.APP_URL_NAMES) == names - {"simulator", "callback_flow"}
+
+
+def webhook_messages(value: object) -> list[str]:
+    return [str(message.msg) for message in messages(BITBUCKET_INSTALL_WEBHOOKS=value)]
+
+
+def test_webhooks_messages_name_each_problem() -> None:
+    assert webhook_messages("repo:push") == [
+        "BITBUCKET_INSTALL_WEBHOOKS is 'repo:push', not a list or tuple; it is ignored."
+    ]
+    assert webhook_messages(["*", "Repo:Push", 3, "repo:push", "repo:push", "*"]) == [
+        "BITBUCKET_INSTALL_WEBHOOKS has entries that are not event keys: ['Repo:Push', 3]; "
+        "they are left out.",
+        "BITBUCKET_INSTALL_WEBHOOKS lists ['*', 'repo:push'] more than once; each is "
+        "subscribed once.",
+        'BITBUCKET_INSTALL_WEBHOOKS lists "*" with other keys, which "*" already covers '
+        "(Bitbucket does not say whether it would deliver those events twice).",
+    ]
+    (message,) = messages(BITBUCKET_INSTALL_WEBHOOKS=["repo push"])
+    assert str(message.id) == "bitbucket_install.E024"
+    assert message.hint is not None
+    assert '["repo:push", "pullrequest:created"]' in message.hint
+    assert "at most 64 characters" in message.hint
+
+
+def test_webhooks_of_the_descriptor_that_are_no_list_are_named() -> None:
+    (message,) = messages(
+        BITBUCKET_INSTALL_WEBHOOKS=["repo:push"],
+        BITBUCKET_INSTALL_DESCRIPTOR={**GOOD_DESCRIPTOR, "modules": {"webhooks": "x"}},
+    )
+    assert str(message.id) == "bitbucket_install.E024"
+    assert "['modules']['webhooks'] is not a list" in message.msg
+    assert "not added to the descriptor" in message.msg
+
+
+def test_webhook_max_bytes_messages_say_what_is_used() -> None:
+    smallest, largest, default = WEBHOOK_MAX_BYTES_BOUNDS
+    (small,) = messages(BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES=10)
+    assert small.msg == (
+        f"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES must be a whole number of bytes from {smallest} "
+        f"to {largest}, not 10; it is read as {smallest}."
+    )
+    (wrong,) = messages(BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES="1MB")
+    assert wrong.msg.endswith(f"not '1MB'; the default, {default}, is used.")
+    assert wrong.hint is not None
+    assert "256 KB" in wrong.hint
 
 
 def test_flag_warning_says_it_is_off() -> None:
@@ -998,6 +1106,20 @@ def test_call_command_check_refuses_an_out_of_bounds_duration() -> None:
         call_command("check", stdout=StringIO(), stderr=StringIO())
     assert "bitbucket_install.E011" in str(caught.value)
     assert "from 0 to 300" in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_call_command_check_refuses_bad_webhook_settings() -> None:
+    with (
+        override_settings(
+            BITBUCKET_INSTALL_WEBHOOKS=["repo:push", "repo:push"],
+            BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES=0,
+        ),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "bitbucket_install.E024" in str(caught.value)
+    assert "bitbucket_install.E025" in str(caught.value)
 
 
 @pytest.mark.django_db

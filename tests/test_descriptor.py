@@ -239,3 +239,120 @@ def test_app_owned_keys_of_the_setting_are_ignored(client: Client) -> None:
         "installed": "/bitbucket/installed",
         "uninstalled": "/bitbucket/uninstalled",
     }
+
+
+# --- modules.webhooks from BITBUCKET_INSTALL_WEBHOOKS --------------------------------------
+
+WEBHOOK_URL = "/bitbucket/webhook"
+
+
+@override_settings(BITBUCKET_INSTALL_WEBHOOKS=["repo:push", "pullrequest:created"])
+def test_webhooks_become_modules_pointing_at_the_webhook_view(client: Client) -> None:
+    descriptor = get_descriptor(client)
+    assert descriptor["modules"] == {
+        "webhooks": [
+            {"event": "repo:push", "url": WEBHOOK_URL},
+            {"event": "pullrequest:created", "url": WEBHOOK_URL},
+        ]
+    }
+    assert reverse("bitbucket_install:webhook") == WEBHOOK_URL
+
+
+@override_settings(BITBUCKET_INSTALL_WEBHOOKS=("*",))
+def test_every_event(client: Client) -> None:
+    assert get_descriptor(client)["modules"] == {"webhooks": [{"event": "*", "url": WEBHOOK_URL}]}
+
+
+@pytest.mark.parametrize("value", [[], (), None, "repo:push", {"repo:push": True}, 7])
+def test_no_webhooks_leave_the_modules_alone(client: Client, value: object) -> None:
+    """Empty (the default) or of the wrong type (check E024 says so): no webhook module."""
+    with override_settings(BITBUCKET_INSTALL_WEBHOOKS=value):
+        assert get_descriptor(client)["modules"] == {}
+
+
+@override_settings(
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push", "Repo:Push", 3, "repo:push", "*", "issue:created"]
+)
+def test_only_well_shaped_keys_each_once(client: Client) -> None:
+    """What check E024 reports is left out; the rest keeps the setting's order."""
+    assert [entry["event"] for entry in get_descriptor(client)["modules"]["webhooks"]] == [
+        "repo:push",
+        "*",
+        "issue:created",
+    ]
+
+
+PROJECT_MODULES = {
+    "webhooks": [
+        {"event": "repo:push", "url": "/hooks/push"},
+        {"event": "pullrequest:created", "url": WEBHOOK_URL},
+    ],
+    "postInstallRedirect": {"key": "after", "url": "/welcome"},
+}
+
+
+@override_settings(
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push", "pullrequest:created"],
+    BITBUCKET_INSTALL_DESCRIPTOR={"name": "App", "modules": PROJECT_MODULES},
+)
+def test_the_projects_modules_are_kept_and_come_first(client: Client) -> None:
+    descriptor = get_descriptor(client)
+    assert descriptor["modules"] == {
+        "webhooks": [
+            {"event": "repo:push", "url": "/hooks/push"},
+            {"event": "pullrequest:created", "url": WEBHOOK_URL},  # already there: once
+            {"event": "repo:push", "url": WEBHOOK_URL},
+        ],
+        "postInstallRedirect": {"key": "after", "url": "/welcome"},
+    }
+    # The setting itself is never changed.
+    assert PROJECT_MODULES["webhooks"] == [
+        {"event": "repo:push", "url": "/hooks/push"},
+        {"event": "pullrequest:created", "url": WEBHOOK_URL},
+    ]
+    assert get_descriptor(client) == descriptor
+
+
+@override_settings(
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push"],
+    BITBUCKET_INSTALL_DESCRIPTOR={
+        "name": "App",
+        "modules": {"webhooks": ({"event": "issue:created", "url": "/hooks/issue"},)},
+    },
+)
+def test_the_projects_webhooks_as_a_tuple(client: Client) -> None:
+    assert get_descriptor(client)["modules"]["webhooks"] == [
+        {"event": "issue:created", "url": "/hooks/issue"},
+        {"event": "repo:push", "url": WEBHOOK_URL},
+    ]
+
+
+@override_settings(
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push"],
+    BITBUCKET_INSTALL_DESCRIPTOR={"name": "App", "modules": {"webhooks": {"event": "x"}}},
+)
+def test_the_projects_webhooks_of_another_type_are_left_as_they_are(client: Client) -> None:
+    """Not rewritten (check E024 reports that the setting's cannot be added)."""
+    assert get_descriptor(client)["modules"] == {"webhooks": {"event": "x"}}
+
+
+@override_settings(
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push"],
+    BITBUCKET_INSTALL_BASE_URL="https://app.example.com/bitbucket",
+)
+def test_webhook_url_is_relative_to_the_base_url_path(client: Client) -> None:
+    assert get_descriptor(client)["modules"]["webhooks"] == [
+        {"event": "repo:push", "url": "/webhook"}
+    ]
+
+
+@override_settings(
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push"],
+    BITBUCKET_INSTALL_BASE_URL="https://app.example.com/prefix",
+)
+def test_webhook_url_under_a_script_prefix(restore_script_prefix: None) -> None:
+    status, _, body = wsgi_get("/bitbucket/atlassian-connect.json", "/prefix")
+    assert status == "200 OK"
+    assert json.loads(body)["modules"]["webhooks"] == [
+        {"event": "repo:push", "url": "/bitbucket/webhook"}
+    ]

@@ -4,6 +4,7 @@ in locked batches, and say that a purged clientKey is trusted on first use again
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
@@ -17,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bitbucket_install.management.commands import bitbucket_install_purge
-from bitbucket_install.models import Installation
+from bitbucket_install.models import Installation, WebhookDelivery
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
 
@@ -27,6 +28,22 @@ TRUST_NOTE = (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+def deleted(installations: int, deliveries: int = 0) -> str:
+    """The command's report of a purge."""
+    return (
+        f"{installations} installation(s) deleted.\n"
+        f"{deliveries} webhook delivery record(s) deleted.\n" + TRUST_NOTE
+    )
+
+
+def would_delete(installations: int, deliveries: int = 0) -> str:
+    """The command's report of a dry run."""
+    return (
+        f"{installations} installation(s) would be deleted.\n"
+        f"{deliveries} webhook delivery record(s) would be deleted.\n" + TRUST_NOTE
+    )
 
 
 @pytest.fixture
@@ -80,7 +97,7 @@ def delete_receivers() -> Iterator[list[str]]:
 
 
 def test_default_is_90_days(rows: None) -> None:
-    assert purge() == "2 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge() == deleted(2)
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -91,7 +108,7 @@ def test_default_is_90_days(rows: None) -> None:
 
 
 def test_days(rows: None) -> None:
-    assert purge("--days", "30") == "4 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days", "30") == deleted(4)
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -100,20 +117,18 @@ def test_days(rows: None) -> None:
 
 
 def test_zero_days_purges_every_uninstalled_row(rows: None) -> None:
-    assert purge("--days=0") == "6 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days=0") == deleted(6)
     assert remaining() == {"connection:installed"}
 
 
 def test_dry_run_deletes_nothing(rows: None) -> None:
     before = installation_rows()
-    assert purge("--days", "30", "--dry-run") == (
-        "4 installation(s) would be deleted.\n" + TRUST_NOTE
-    )
+    assert purge("--days", "30", "--dry-run") == (would_delete(4))
     assert installation_rows() == before
 
 
 def test_nothing_to_purge(rows: None) -> None:
-    assert purge("--days", "1000") == "0 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days", "1000") == deleted(0)
     assert len(remaining()) == 7
 
 
@@ -147,7 +162,7 @@ def test_the_largest_days_the_error_names_works(rows: None) -> None:
     assert found is not None
     at_most = found[1]
     before = installation_rows()
-    assert purge("--days", at_most) == "0 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge("--days", at_most) == deleted(0)
     assert installation_rows() == before
     with pytest.raises(CommandError, match="out of range"):
         purge("--days", str(int(at_most) + 1))
@@ -164,9 +179,7 @@ def test_help_says_a_purged_client_key_is_trusted_on_first_use_again() -> None:
 
 def test_dry_run_counts_with_delete_receivers(rows: None, delete_receivers: list[str]) -> None:
     before = installation_rows()
-    assert (
-        purge("--days", "0", "--dry-run") == "6 installation(s) would be deleted.\n" + TRUST_NOTE
-    )
+    assert purge("--days", "0", "--dry-run") == would_delete(6)
     assert installation_rows() == before
     assert delete_receivers == []
 
@@ -176,10 +189,14 @@ def test_purges_in_locked_batches(
 ) -> None:
     monkeypatch.setattr(bitbucket_install_purge, "BATCH_SIZE", 4)
     with CaptureQueriesContext(connection) as queries:
-        assert purge("--days", "0") == "6 installation(s) deleted.\n" + TRUST_NOTE
+        assert purge("--days", "0") == deleted(6)
     assert remaining() == {"connection:installed"}
-    deletes = [query["sql"] for query in queries if query["sql"].startswith("DELETE")]
-    assert len(deletes) == 2  # 4 rows, then 2
+    deletes = [
+        query["sql"]
+        for query in queries
+        if query["sql"].startswith("DELETE") and "_installation" in query["sql"].split()[2]
+    ]
+    assert len(deletes) == 2  # 4 rows, then 2 (each with its deliveries, if any)
     # The project's receivers saw each purged row once.
     purged = [seen.split(" ", 1)[1] for seen in delete_receivers if seen.startswith("post")]
     assert sorted(purged) == sorted(
@@ -212,7 +229,7 @@ def test_a_row_reinstalled_after_the_batch_was_chosen_stays(
         return choose(before)
 
     monkeypatch.setattr(bitbucket_install_purge, "stale", stale_then_reinstall)
-    assert purge() == "1 installation(s) deleted.\n" + TRUST_NOTE
+    assert purge() == deleted(1)
     assert remaining() == {
         "connection:installed",
         "connection:1-day",
@@ -224,3 +241,75 @@ def test_a_row_reinstalled_after_the_batch_was_chosen_stays(
     kept = Installation.objects.get(client_key="connection:400-days")
     assert kept.uninstalled_at is None
     assert kept.shared_secret == "new-secret"
+
+
+# --- webhook delivery records ----------------------------------------------------------------
+
+
+@pytest.fixture
+def deliveries() -> None:
+    """Delivery records of one installed installation, received 0 to 30 days ago."""
+    installation = Installation.objects.create(client_key="connection:hooks", shared_secret="s")
+    now = timezone.now()
+    for number, days in enumerate([0, 1, 6, 8, 30]):
+        WebhookDelivery.objects.create(
+            installation=installation,
+            request_uuid=uuid.UUID(int=number),
+            event=f"repo:push_{days}",
+            received_at=now - timedelta(days=days, minutes=1),
+        )
+
+
+def delivery_events() -> set[str]:
+    return set(WebhookDelivery.objects.values_list("event", flat=True))
+
+
+def test_delivery_records_older_than_a_week_are_deleted(deliveries: None) -> None:
+    assert purge() == deleted(0, 2)
+    assert delivery_events() == {"repo:push_0", "repo:push_1", "repo:push_6"}
+    assert Installation.objects.filter(client_key="connection:hooks").exists()
+
+
+def test_webhook_days(deliveries: None) -> None:
+    assert purge("--webhook-days", "1") == deleted(0, 4)
+    assert delivery_events() == {"repo:push_0"}
+    assert purge("--webhook-days=0") == deleted(0, 1)
+    assert delivery_events() == set()
+
+
+def test_dry_run_counts_delivery_records(deliveries: None) -> None:
+    assert purge("--webhook-days", "1", "--dry-run") == would_delete(0, 4)
+    assert len(delivery_events()) == 5
+
+
+@pytest.mark.parametrize(
+    ("days", "error"),
+    [
+        ("-1", "--webhook-days must not be negative."),
+        ("1000000000", "--webhook-days 1000000000 is out of range"),
+    ],
+)
+def test_bad_webhook_days_refused(deliveries: None, days: str, error: str) -> None:
+    with pytest.raises(CommandError, match=f"^{re.escape(error)}"):
+        purge("--webhook-days", days)
+    assert len(delivery_events()) == 5
+
+
+def test_delivery_records_are_deleted_in_batches(
+    deliveries: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bitbucket_install_purge, "BATCH_SIZE", 3)
+    with CaptureQueriesContext(connection) as queries:
+        assert purge("--webhook-days", "0") == deleted(0, 5)
+    deletes = [query["sql"] for query in queries if query["sql"].startswith("DELETE")]
+    assert len(deletes) == 2  # 3 rows, then 2
+    assert delivery_events() == set()
+
+
+def test_a_purged_installation_takes_its_delivery_records(rows: None) -> None:
+    stale = Installation.objects.get(client_key="connection:400-days")
+    WebhookDelivery.objects.create(
+        installation=stale, request_uuid=uuid.UUID(int=1), event="repo:push"
+    )
+    assert purge() == deleted(2)
+    assert WebhookDelivery.objects.count() == 0

@@ -545,6 +545,33 @@ def test_list_audience_mismatch_with_explicit_audience_refused() -> None:
     assert refused(token, audience="https://app.example.com") == "token_audience"
 
 
+@pytest.mark.parametrize(
+    "aud",
+    [ISSUER, "https://app.example.com", "someone-else", ["someone-else"], [], 42, None],
+    ids=repr,
+)
+def test_audience_ignored_when_not_checked(aud: object) -> None:
+    token = hand_signed(HS256_HEADER, {**claims(), "aud": aud})
+    assert verify(token, check_audience=False)["aud"] == aud
+
+
+def test_unchecked_audience_still_needs_the_signature_and_the_rest() -> None:
+    aud = {"aud": "anything"}
+    assert refused(hand_signed(HS256_HEADER, claims(**aud), "other"), check_audience=False) == (
+        "token_signature"
+    )
+    token = hand_signed(HS256_HEADER, claims(**aud, qsh="0" * 64))
+    assert refused(token, check_audience=False) == "token_qsh"
+    token = hand_signed(HS256_HEADER, claims(**aud, exp=NOW - 3600, iat=NOW - 3700))
+    assert refused(token, check_audience=False) == "token_expired"
+    assert (
+        refused(
+            hand_signed(HS256_HEADER, claims(**aud)), issuer="connection:x", check_audience=False
+        )
+        == "token_issuer"
+    )
+
+
 # --- secrets PyJWT refuses as HMAC keys ------------------------------------------------------
 
 # Shaped like public keys, certificates or JWKs: PyJWT will not key HMAC with them (its

@@ -122,7 +122,7 @@ class SignalLog:
 def signal_log() -> Iterator[SignalLog]:
     log = SignalLog()
     connected: list[tuple[Signal, Any]] = []
-    for name in ("installed", "install_failed", "uninstalled"):
+    for name in ("installed", "install_failed", "uninstalled", "webhook_received"):
         signal: Signal = getattr(signals, name)
 
         def receiver(name: str = name, **kwargs: Any) -> None:

@@ -1,7 +1,7 @@
 """``ATOMIC_REQUESTS = True``: Django runs each view in one transaction unless it says not.
 
-The callback and the lifecycle callbacks commit in transactions of their own (a lost
-insert is retried in a new one, signals go out after the commit), so they are
+The callback, the lifecycle callbacks and the webhook view commit in transactions of their
+own (a lost insert is retried in a new one, signals go out after the commit), so they are
 ``non_atomic_requests``: inside the request's transaction a retry would be a savepoint,
 which keeps MariaDB's locks, and a receiver's failed query would abort the whole request
 on PostgreSQL. The races under this setting are in ``test_atomic_requests_races.py``.
@@ -19,12 +19,20 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.dispatch import Signal
 
-from bitbucket_install.models import Installation
-from bitbucket_install.signals import install_failed, installed
+from bitbucket_install.models import Installation, WebhookDelivery
+from bitbucket_install.signals import install_failed, installed, webhook_received
 from tests.callback_helpers import APP_SECRET, KEY_A, KEY_B, signed_query
 from tests.configurations.site import Site, install, press_button
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
+from tests.webhook_helpers import (
+    delivery_body,
+    delivery_rows,
+    http_headers,
+    installation,
+    webhook_path,
+    webhook_token,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("atomic_requests")]
 
@@ -123,3 +131,62 @@ def test_a_receiver_that_fails_on_the_database_does_not_break_the_return(
     assert seen_at_signal == [
         {"signal": install_failed, "in_transaction": False, "row_confirmed": False}
     ]
+
+
+HOOK_SECRET = "hook-secret-0123456789"
+
+
+def deliver(site: Site) -> int:
+    """One signed webhook delivery for ``KEY_A``; its status."""
+    token = webhook_token(HOOK_SECRET, iss=KEY_A)
+    body = json.dumps(delivery_body()).encode()
+    return (
+        site.browser()
+        .agent.request("POST", site.url(webhook_path()), body, http_headers(token))
+        .status
+    )
+
+
+def test_webhook_signals_after_the_commit(site: Site, sent_signals: SignalRecorder) -> None:
+    hooked = installation(KEY_A, HOOK_SECRET)
+    seen: list[tuple[bool, bool]] = []
+
+    def receiver(installation: Installation, **kwargs: Any) -> None:
+        seen.append(
+            (
+                transaction.get_connection().in_atomic_block,
+                WebhookDelivery.objects.filter(installation=installation).exists(),
+            )
+        )
+
+    webhook_received.connect(receiver, weak=False)
+    try:
+        assert deliver(site) == 204
+        assert deliver(site) == 204  # the redelivery
+    finally:
+        webhook_received.disconnect(receiver)
+    assert len(delivery_rows()) == 1
+    [sent] = sent_signals.of(webhook_received)
+    assert sent["installation"] == hooked
+    # Once, after the commit, outside any transaction, with the delivery there to see.
+    assert seen == [(False, True)]
+
+
+def test_a_receiver_that_fails_on_the_database_does_not_break_the_webhook(
+    site: Site, sent_signals: SignalRecorder
+) -> None:
+    """Inside the request's transaction, PostgreSQL would refuse every later query of the
+    request after the receiver's failed one; outside it, the delivery stands and is 204."""
+    installation(KEY_A, HOOK_SECRET)
+    Installation.objects.create(client_key=KEY_B)
+
+    def failing_receiver(**kwargs: Any) -> None:
+        Installation.objects.create(client_key=KEY_B)  # IntegrityError
+
+    webhook_received.connect(failing_receiver, weak=False)
+    try:
+        assert deliver(site) == 204
+    finally:
+        webhook_received.disconnect(failing_receiver)
+    assert len(delivery_rows()) == 1
+    assert len(sent_signals.of(webhook_received)) == 1

@@ -3,8 +3,9 @@ requests to the live server, on PostgreSQL or MariaDB (marker ``concurrency``).
 
 Inside the request's transaction, the retry after a lost insert is only a savepoint; on
 MariaDB the losing insert's shared lock outlives a savepoint's rollback, so concurrent
-first deliveries deadlocked each other (503). The callback and lifecycle views therefore
-run outside the request's transaction, and each race must still give one row and one signal.
+first deliveries deadlocked each other (503). The callback, lifecycle and webhook views
+therefore run outside the request's transaction, and each race must still give one row and
+one signal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pytest_django.live_server_helper import LiveServer
 
 from tests.concurrency import test_callback_races as callback_races
 from tests.concurrency import test_lifecycle_races as lifecycle_races
+from tests.concurrency import test_webhook_races as webhook_races
 from tests.concurrency.conftest import SignalLog
 
 pytestmark = [
@@ -58,3 +60,10 @@ def test_two_client_keys_returned_through_one_flow_at_once_bind_at_most_one(
     callback_races.test_two_client_keys_returned_through_one_flow_at_once_bind_at_most_one(
         live_server, signal_log, settings, scenario
     )
+
+
+@pytest.mark.parametrize("copies", [2, 5])
+def test_concurrent_redeliveries_are_signalled_once(
+    live_server: LiveServer, signal_log: SignalLog, copies: int
+) -> None:
+    webhook_races.test_concurrent_redeliveries_are_signalled_once(live_server, signal_log, copies)

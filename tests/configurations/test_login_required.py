@@ -1,6 +1,7 @@
 """Django's ``LoginRequiredMiddleware`` on: every page needs a login unless its view says not.
 
-Bitbucket's calls (descriptor, lifecycle callbacks, views behind ``connect_jwt_required``)
+Bitbucket's calls (descriptor, lifecycle callbacks, webhooks, views behind
+``connect_jwt_required``)
 and the browser's way back (the return trip, the result page, the simulator standing in for
 Bitbucket's authorize page) carry no login of this site: each must be answered, not sent
 to the login page (where the return trip's ``jwt`` would ride in ``next``). The start view
@@ -20,7 +21,7 @@ from pytest_django.fixtures import Settings
 
 from bitbucket_install import flow as flows
 from bitbucket_install.models import Installation
-from bitbucket_install.signals import installed, uninstalled
+from bitbucket_install.signals import installed, uninstalled, webhook_received
 from bitbucket_install.tokens import encode_token
 from bitbucket_install.views import authorize_url
 from tests.callback_helpers import APP_SECRET, KEY_A, signed_query
@@ -32,6 +33,14 @@ from tests.configurations.site import (
 )
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body, lifecycle_token
+from tests.webhook_helpers import (
+    delivery_body,
+    delivery_rows,
+    http_headers,
+    installation,
+    webhook_path,
+    webhook_token,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -207,6 +216,19 @@ def test_signed_lifecycle_callbacks_need_no_login(
     assert row["uninstalled_at"] is not None
     [sent] = sent_signals.of(uninstalled)
     assert sent["installation"].client_key == KEY_A
+
+
+def test_signed_webhook_needs_no_login(site: Site, sent_signals: SignalRecorder) -> None:
+    hooked = installation(KEY_A, "hook-secret-0123456789")
+    token = webhook_token("hook-secret-0123456789", iss=KEY_A)
+    answer = site.browser().agent.request(
+        "POST", site.url(webhook_path()), json.dumps(delivery_body()).encode(), http_headers(token)
+    )
+    assert answer.status == 204
+    assert answer.header("Location") is None
+    assert len(delivery_rows()) == 1
+    [sent] = sent_signals.of(webhook_received)
+    assert sent["installation"] == hooked
 
 
 def test_view_behind_connect_jwt_required_needs_no_login(site: Site) -> None:

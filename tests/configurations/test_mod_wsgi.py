@@ -1,6 +1,7 @@
 """Apache's mod_wsgi passes no ``Authorization`` header to the application unless
 ``WSGIPassAuthorization On``: every signed call of Bitbucket then looks unsigned. The
-401's log line of the lifecycle callbacks and of ``connect_jwt_required`` says so when the
+401's log line of the lifecycle callbacks, the webhook view and ``connect_jwt_required`` says
+so when the
 header is missing entirely, and only then.
 """
 
@@ -23,6 +24,7 @@ from tests.callback_helpers import KEY_A
 from tests.configurations.site import FrontEnd, Site, install
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body
+from tests.webhook_helpers import REQUEST_UUID, delivery_body, delivery_rows, webhook_path
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,6 +76,38 @@ def test_uninstalled_refused_without_a_token(
     assert installation_rows() == before
     assert sent_signals.none_sent
     expected = f"lifecycle uninstalled refused: reason=token_missing client_key={KEY_A}"
+    assert app_log(caplog) == [expected + (" " + HINT if hinted else "")]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "hinted"),
+    [(None, True), ("Basic dXNlcjpwYXNz", False), ("JWT ", False)],
+    ids=["no-header", "another-scheme", "empty-jwt"],
+)
+def test_webhook_refused_without_a_token(
+    site: Site,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    authorization: str | None,
+    hinted: bool,
+) -> None:
+    Installation.objects.create(client_key=KEY_A, shared_secret=SECRET)
+    before = installation_rows()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Event-Key": "repo:push",
+        "X-Request-UUID": REQUEST_UUID,
+    }
+    if authorization is not None:
+        headers["Authorization"] = authorization
+
+    status = post(site, webhook_path(), json.dumps(delivery_body()).encode(), headers)
+
+    assert status == 401
+    assert installation_rows() == before
+    assert delivery_rows() == []
+    assert sent_signals.none_sent
+    expected = "webhook refused: reason=token_missing client_key=None event=None request_uuid=None"
     assert app_log(caplog) == [expected + (" " + HINT if hinted else "")]
 
 

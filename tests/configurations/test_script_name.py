@@ -2,7 +2,7 @@
 before Django), with ``BITBUCKET_INSTALL_BASE_URL = "https://app.example.com/sub"``.
 
 Connect signs paths relative to the base URL's path: every signed endpoint (the return
-trip, the lifecycle callbacks, views behind ``connect_jwt_required``) must check the qsh
+trip, the lifecycle callbacks, webhooks, views behind ``connect_jwt_required``) must check the qsh
 over ``/bitbucket/...``, not ``/sub/bitbucket/...``, and the descriptor must list its
 URLs relative to the base URL.
 """
@@ -20,12 +20,13 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings
 
 from bitbucket_install.models import Installation
-from bitbucket_install.signals import installed, uninstalled
+from bitbucket_install.signals import installed, uninstalled, webhook_received
 from bitbucket_install.tokens import encode_token
 from tests.callback_helpers import APP_SECRET, KEY_A, signed_query
 from tests.configurations.site import FrontEnd, Site, install
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body, lifecycle_token
+from tests.webhook_helpers import delivery_body, delivery_rows, http_headers, installation
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,6 +122,43 @@ def test_uninstalled_qsh_is_relative_to_the_base_path(
     else:
         assert installation_rows() == before
         assert sent_signals.none_sent
+
+
+@pytest.mark.parametrize(
+    ("base_path", "status"), [(PREFIX, 204), ("", 401)], ids=["relative-to-base", "full-path"]
+)
+def test_webhook_qsh_is_relative_to_the_base_path(
+    site: Site, sent_signals: SignalRecorder, base_path: str, status: int
+) -> None:
+    installation(KEY_A, "hook-secret-0123456789")
+    path = reverse("bitbucket_install:webhook")
+    assert path == "/sub/bitbucket/webhook"
+    token = lifecycle_token("hook-secret-0123456789", path, iss=KEY_A, base_path=base_path)
+    before = installation_rows()
+
+    answer = site.browser().agent.request(
+        "POST", site.url(path), json.dumps(delivery_body()).encode(), http_headers(token)
+    )
+
+    assert answer.status == status
+    assert installation_rows() == before
+    if status == 204:
+        assert len(delivery_rows()) == 1
+        assert len(sent_signals.of(webhook_received)) == 1
+    else:
+        assert delivery_rows() == []
+        assert sent_signals.none_sent
+
+
+def test_descriptor_lists_the_webhook_url_relative_to_the_base_url(
+    site: Site, site_settings: Settings
+) -> None:
+    site_settings.BITBUCKET_INSTALL_WEBHOOKS = ["repo:push"]
+    answer = site.browser().get(site.url("/sub/bitbucket/atlassian-connect.json"))
+    assert answer.status == 200
+    assert json.loads(answer.content)["modules"]["webhooks"] == [
+        {"event": "repo:push", "url": "/bitbucket/webhook"}
+    ]
 
 
 @pytest.mark.parametrize(

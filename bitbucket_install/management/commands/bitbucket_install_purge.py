@@ -1,4 +1,5 @@
-"""``manage.py bitbucket_install_purge``: delete installations uninstalled long ago.
+"""``manage.py bitbucket_install_purge``: delete installations uninstalled long ago, and
+the records of webhook deliveries older than a week (``--webhook-days``).
 
 Each batch is one transaction that locks the rows chosen for it, re-checks them and
 deletes those still stale: a clientKey re-installed while the command runs is either
@@ -14,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
-from bitbucket_install.models import Installation, InstallationQuerySet
+from bitbucket_install.models import Installation, InstallationQuerySet, WebhookDelivery
 
 # Rows locked and deleted per transaction: a large purge never holds one giant lock.
 BATCH_SIZE = 500
@@ -28,17 +29,18 @@ TRUST_ON_FIRST_USE = (
 )
 
 
-def cutoff(days: int) -> datetime:
-    """The moment ``days`` days ago, or CommandError when there is no such moment."""
+def cutoff(days: int, option: str = "--days") -> datetime:
+    """The moment ``days`` days ago, or CommandError (naming ``option``) when there is no
+    such moment."""
     if days < 0:
-        raise CommandError("--days must not be negative.")
+        raise CommandError(f"{option} must not be negative.")
     now = timezone.now()
     try:
         return now - timedelta(days=days)
     except OverflowError:
         at_most = (now - datetime.min.replace(tzinfo=now.tzinfo)).days
         raise CommandError(
-            f"--days {days} is out of range: it must be at most {at_most} "
+            f"{option} {days} is out of range: it must be at most {at_most} "
             "(the cutoff cannot be before the year 1)."
         ) from None
 
@@ -71,26 +73,60 @@ def delete_batch(before: datetime, client_keys: list[str]) -> int:
     return deleted
 
 
+def old_deliveries(before: datetime) -> models.QuerySet[WebhookDelivery]:
+    rows: models.QuerySet[WebhookDelivery] = WebhookDelivery.objects.filter(received_at__lt=before)
+    return rows
+
+
+def delete_old_deliveries(before: datetime) -> int:
+    """Delete the delivery records received before ``before``, ``BATCH_SIZE`` at a time;
+    how many. (Nothing refers to them: a redelivery after this is signalled again.)"""
+    total = 0
+    while batch := list(old_deliveries(before).values_list("pk", flat=True)[:BATCH_SIZE]):
+        deleted, _ = WebhookDelivery.objects.filter(pk__in=batch).delete()
+        total += deleted
+    return total
+
+
 class Command(BaseCommand):
     help = (
         "Delete installations uninstalled more than --days days ago, with their shared "
-        f"secrets. {TRUST_ON_FIRST_USE}"
+        "secrets, and the records of webhook deliveries received more than --webhook-days "
+        f"days ago (a redelivery of one is then signalled again). {TRUST_ON_FIRST_USE}"
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, default=90, help="Default: 90.")
+        parser.add_argument(
+            "--webhook-days",
+            type=int,
+            default=7,
+            help="Default: 7 (Bitbucket redelivers within minutes).",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
 
-    def handle(self, *args: Any, days: int, dry_run: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, days: int, webhook_days: int, dry_run: bool, **options: Any
+    ) -> None:
         before = cutoff(days)
+        deliveries_before = cutoff(webhook_days, "--webhook-days")
         if dry_run:
-            self.report(f"{stale(before).count()} installation(s) would be deleted.")
+            self.report(
+                f"{stale(before).count()} installation(s) would be deleted.",
+                f"{old_deliveries(deliveries_before).count()} webhook delivery record(s) "
+                "would be deleted.",
+            )
             return
+        deliveries = delete_old_deliveries(deliveries_before)
         total = 0
         while client_keys := next_batch(before):
             total += delete_batch(before, client_keys)
-        self.report(f"{total} installation(s) deleted.")
+        self.report(
+            f"{total} installation(s) deleted.",
+            f"{deliveries} webhook delivery record(s) deleted.",
+        )
 
-    def report(self, line: str) -> None:
-        self.stdout.write(line)
+    def report(self, *lines: str) -> None:
+        for line in lines:
+            self.stdout.write(line)
         self.stdout.write(TRUST_ON_FIRST_USE)
