@@ -539,6 +539,7 @@ CASES: list[Any] = [
         {"E022", "W003"},
         id="E022-with-the-simulator-on",
     ),
+    pytest.param({"BITBUCKET_INSTALL_API_TIMEOUT": 0}, {"E023"}, id="E023-client-timeout"),
     pytest.param({"BITBUCKET_INSTALL_WEBHOOKS": "repo:push"}, {"E024"}, id="E024-a-string"),
     pytest.param({"BITBUCKET_INSTALL_WEBHOOKS": None}, {"E024"}, id="E024-None"),
     pytest.param(
@@ -615,7 +616,7 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 25)} | {f"W{n:03}" for n in range(1, 7)}
+    expected = {f"E{n:03}" for n in range(1, 26)} | {f"W{n:03}" for n in range(1, 7)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
