@@ -3,7 +3,7 @@ and a hint (a half-done configuration is reported whole, not one problem per run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -167,9 +167,12 @@ def check_settings(
     ]
 
 
-def _check_durations() -> list[CheckMessage]:
-    found = []
-    for name, (smallest, largest, default) in DURATIONS.items():
+def _out_of_bounds(
+    bounds: dict[str, tuple[int, int, int]],
+) -> Iterator[tuple[str, object, int, int, int, str]]:
+    """Each setting of ``bounds`` that is set and not a whole number within them: its name,
+    value, smallest, largest and default, and how the app reads it instead."""
+    for name, (smallest, largest, default) in bounds.items():
         value = _raw(name)
         if value is UNSET or (is_duration(value) and smallest <= value <= largest):
             continue
@@ -177,40 +180,35 @@ def _check_durations() -> list[CheckMessage]:
             used = f"it is read as {min(max(value, smallest), largest)}"
         else:
             used = f"the default, {default}, is used"
-        found.append(
-            _message(
-                "E011",
-                f"BITBUCKET_INSTALL_{name} must be a whole number of seconds from {smallest} "
-                f"to {largest}, not {_shown(value)}; {used}.",
-                f"Give an int from {smallest} to {largest}, or remove the setting to use the "
-                f"default ({default}). More would only weaken verification: the protocol "
-                "needs no longer.",
-            )
+        yield name, value, smallest, largest, default, used
+
+
+def _check_durations() -> list[CheckMessage]:
+    return [
+        _message(
+            "E011",
+            f"BITBUCKET_INSTALL_{name} must be a whole number of seconds from {smallest} "
+            f"to {largest}, not {_shown(value)}; {used}.",
+            f"Give an int from {smallest} to {largest}, or remove the setting to use the "
+            f"default ({default}). More would only weaken verification: the protocol "
+            "needs no longer.",
         )
-    return found
+        for name, value, smallest, largest, default, used in _out_of_bounds(DURATIONS)
+    ]
 
 
 def _check_client_limits() -> list[CheckMessage]:
-    found = []
-    for name, (smallest, largest, default) in CLIENT_LIMITS.items():
-        value = _raw(name)
-        if value is UNSET or (is_duration(value) and smallest <= value <= largest):
-            continue
-        if is_duration(value):
-            used = f"it is read as {min(max(value, smallest), largest)}"
-        else:
-            used = f"the default, {default}, is used"
-        found.append(
-            _message(
-                "E023",
-                f"BITBUCKET_INSTALL_{name} must be a whole number from {smallest} to "
-                f"{largest}, not {_shown(value)}; {used}.",
-                f"Give an int from {smallest} to {largest}, or remove the setting to use the "
-                f"default ({default}). Beyond them an API call would hold a worker, or "
-                "retry against Bitbucket, for longer than any answer is worth.",
-            )
+    return [
+        _message(
+            "E023",
+            f"BITBUCKET_INSTALL_{name} must be a whole number from {smallest} to "
+            f"{largest}, not {_shown(value)}; {used}.",
+            f"Give an int from {smallest} to {largest}, or remove the setting to use the "
+            f"default ({default}). Beyond them an API call would hold a worker, or "
+            "retry against Bitbucket, for longer than any answer is worth.",
         )
-    return found
+        for name, value, smallest, largest, default, used in _out_of_bounds(CLIENT_LIMITS)
+    ]
 
 
 def _check_shared_secret() -> list[CheckMessage]:
