@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.dispatch import Signal
 
 from bitbucket_install import signals
@@ -45,3 +47,26 @@ def sent_signals() -> Iterator[SignalRecorder]:
     yield recorder
     for signal, receiver in zip(APP_SIGNALS, receivers, strict=True):
         signal.disconnect(receiver)
+
+
+@pytest.fixture
+def server_threads_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Closes, after the test, the in-memory SQLite connections that threads other than the
+    test's opened. Django never closes a connection to an in-memory SQLite database (closing the
+    last one would drop the database), so those of the server's threads would be left to
+    the garbage collector, which Python 3.13 reports as an unclosed database."""
+    wrapper_class = type(connections[DEFAULT_DB_ALIAS])
+    open_connection = wrapper_class.get_new_connection
+    opened_elsewhere: list[Any] = []
+
+    def recording(wrapper: Any, params: dict[str, Any]) -> Any:
+        opened = open_connection(wrapper, params)
+        in_memory = wrapper.vendor == "sqlite" and wrapper.is_in_memory_db()
+        if in_memory and threading.current_thread() is not threading.main_thread():
+            opened_elsewhere.append(opened)
+        return opened
+
+    monkeypatch.setattr(wrapper_class, "get_new_connection", recording)
+    yield
+    for opened in opened_elsewhere:
+        opened.close()

@@ -790,7 +790,10 @@ def asgi_post(body_chunks: list[bytes], headers: dict[str, str]) -> tuple[int, d
 
 
 def test_a_chunked_body_over_the_limit_under_asgi_refused(
-    installed: Installation, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+    installed: Installation,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
+    server_threads_connections: None,
 ) -> None:
     body = body_of_size(DEFAULT_LIMIT + 1)
     headers = {

@@ -11,13 +11,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
 from django.contrib.auth.models import User
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.urls import reverse
 from pytest_django.fixtures import Settings
 
@@ -115,29 +113,6 @@ def test_admin_through_the_asgi_handler(site: Site) -> None:
 
 
 # --- uvicorn ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server_threads_connections(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Closes, after the test, the in-memory SQLite connections that threads other than the
-    test's opened. Django never closes a connection to an in-memory SQLite database (closing the
-    last one would drop the database), so those of the server's threads would be left to
-    the garbage collector, which Python 3.13 reports as an unclosed database."""
-    wrapper_class = type(connections[DEFAULT_DB_ALIAS])
-    open_connection = wrapper_class.get_new_connection
-    opened_elsewhere: list[Any] = []
-
-    def recording(wrapper: Any, params: dict[str, Any]) -> Any:
-        opened = open_connection(wrapper, params)
-        in_memory = wrapper.vendor == "sqlite" and wrapper.is_in_memory_db()
-        if in_memory and threading.current_thread() is not threading.main_thread():
-            opened_elsewhere.append(opened)
-        return opened
-
-    monkeypatch.setattr(wrapper_class, "get_new_connection", recording)
-    yield
-    for opened in opened_elsewhere:
-        opened.close()
 
 
 @pytest.fixture
