@@ -2033,10 +2033,14 @@ def test_another_method_on_a_flow_path_logs_no_flow_id(
     response = getattr(client, method)(path)
 
     assert response.status_code == 405
+    assert response["Allow"] == "GET"
     assert_protected(response)
     assert flow_ids(client) == [flow_id_of(path)]
     assert sent_signals.none_sent
     assert records_mentioning(caplog, flow_id_of(path)) == []
+    assert [r.getMessage() for r in caplog.records if r.name == "bitbucket_install"] == [
+        f"install return refused: method {method.upper()} not allowed"
+    ]
 
 
 def test_django_logs_a_plain_rejection_as_usual(

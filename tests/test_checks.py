@@ -742,6 +742,14 @@ def test_off_site_descriptor_message() -> None:
     assert str(message.id) == "bitbucket_install.E020"
     assert "'https://cdn.test/d.json'" in message.msg
     assert "('app.example.com')" in message.msg
+    assert message.msg.endswith(
+        "Bitbucket would install the app that descriptor describes, and send its lifecycle "
+        "callbacks and secrets to that site."
+    )
+    assert message.hint == (
+        "Serve atlassian-connect.json from this site (the app's descriptor view) and point "
+        "BITBUCKET_INSTALL_DESCRIPTOR_URI at it, on the host of BITBUCKET_INSTALL_BASE_URL."
+    )
     # A bad base URL is reported alone: no host to compare with.
     found = messages(
         **{

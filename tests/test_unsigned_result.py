@@ -4,6 +4,7 @@ installation if its ``installed`` callback is in by then."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -86,6 +87,30 @@ def test_a_load_after_the_callback_records_it(
     assert kwargs["user"] is None
     client.get(RESULT_PATH)
     assert len(sent_signals.of(installed)) == 1  # recorded once
+
+
+def test_a_load_at_the_end_of_the_confirm_window_still_records(
+    settings: Settings,
+    sent_signals: SignalRecorder,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The window is inclusive: a load exactly ``CONFIRM_WINDOW`` seconds after the return
+    records, with the load's request in ``installed``, and says so in the log."""
+    unregistered(settings)
+    client = Client()
+    login(client, "ada")
+    unsigned_return(client, KEY_A)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    now = float(int(time.time()))  # whole seconds: the difference below is exact
+    set_result(client, returned_at=now - app_settings.CONFIRM_WINDOW)
+    monkeypatch.setattr("bitbucket_install.views.time.time", lambda: now)
+    caplog.set_level(logging.INFO, logger="bitbucket_install")
+    response = client.get(RESULT_PATH)
+    assert response.status_code == 200
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["request"] is response.wsgi_request
+    assert "install result: unsigned return recorded again=True" in caplog.messages
 
 
 def test_no_record_after_the_confirm_window(
