@@ -9,9 +9,11 @@ from typing import Any
 from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.shortcuts import resolve_url
 from django.urls import NoReverseMatch, reverse
 
+from bitbucket_install import task_framework
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, host_of, is_plain_origin
 from bitbucket_install.conf import (
     CLIENT_LIMITS,
@@ -22,6 +24,7 @@ from bitbucket_install.conf import (
     is_strong_app_secret,
 )
 from bitbucket_install.descriptor import APP_OWNED_KEYS
+from bitbucket_install.exceptions import TaskFrameworkMissing
 from bitbucket_install.identifiers import (
     ALL_EVENTS,
     MAX_EVENT_KEY_LENGTH,
@@ -49,7 +52,7 @@ RULE_IDS = {
 REDIRECT_SETTINGS = ("SUCCESS_URL", "FAILURE_URL")
 # Read as on only when they are True; anything else (the string "False" from an
 # environment variable) is off, and W006 says so.
-FLAG_SETTINGS = ("SIMULATOR", "TRUST_UNSIGNED_RETURNS")
+FLAG_SETTINGS = ("SIMULATOR", "TRUST_UNSIGNED_RETURNS", "WEBHOOK_TASKS")
 # Every URL name the app reverses (its button, install flow, descriptor and callbacks).
 APP_URL_NAMES = (
     "start",
@@ -164,6 +167,7 @@ def check_settings(
         *_check_flags(),
         *_check_webhooks(),
         *_check_webhook_max_bytes(),
+        *_check_tasks(),
     ]
 
 
@@ -365,6 +369,87 @@ def _check_webhook_max_bytes() -> list[CheckMessage]:
             f"default ({default}, 1 MiB; Bitbucket's webhook payloads are at most 256 KB).",
         )
     ]
+
+
+TASK_SETTINGS = ("TASK_BACKEND", "TASK_QUEUE")
+
+
+def _check_tasks() -> list[CheckMessage]:
+    """With webhook tasks on, a delivery is handed to the tasks framework: without one, or
+    without the backend and queue the settings name, every delivery would be refused."""
+    if not app_settings.WEBHOOK_TASKS:
+        return []
+    found = [
+        _message(
+            "E026",
+            f"BITBUCKET_INSTALL_{name} is {_shown(value)}, not a non-empty string; the "
+            f"default, {getattr(app_settings, name)!r}, is used.",
+            "Give the name as a string, or remove the setting to use the default.",
+        )
+        for name in TASK_SETTINGS
+        if (value := _raw(name)) is not UNSET and not (isinstance(value, str) and value)
+    ]
+    try:
+        backends = task_framework.task_backends()
+    except TaskFrameworkMissing:
+        return [
+            *found,
+            _tasks_message(
+                "no tasks framework can be imported (neither django.tasks, built into "
+                "Django 6.0+, nor the django-tasks backport, django_tasks)",
+                TASKS_HINT,
+            ),
+        ]
+    alias, queue = app_settings.TASK_BACKEND, app_settings.TASK_QUEUE
+    configured = backends.settings
+    if not isinstance(configured, dict) or alias not in configured:
+        aliases = sorted(configured) if isinstance(configured, dict) else []
+        return [
+            *found,
+            _tasks_message(
+                f"BITBUCKET_INSTALL_TASK_BACKEND {alias!r} is not an alias of the TASKS "
+                f"setting (it has {_shown(aliases)})",
+                "Add that backend to TASKS (a worker backend in production, e.g. "
+                '"django_tasks_db.DatabaseBackend"), or set BITBUCKET_INSTALL_TASK_BACKEND '
+                "to one of its aliases.",
+            ),
+        ]
+    try:
+        backend = backends[alias]
+    except ImproperlyConfigured as error:  # the framework's InvalidTaskBackend
+        return [
+            *found,
+            _tasks_message(
+                f"The TASKS backend {alias!r} cannot be loaded: {_shown(str(error))}",
+                "Install the package of that backend, or correct its BACKEND path.",
+            ),
+        ]
+    if backend.queues and queue not in backend.queues:
+        found.append(
+            _tasks_message(
+                f"BITBUCKET_INSTALL_TASK_QUEUE {queue!r} is not a queue of the TASKS "
+                f"backend {alias!r} (its QUEUES are {_shown(sorted(backend.queues))})",
+                "Add the queue to that backend's QUEUES, or set BITBUCKET_INSTALL_TASK_QUEUE "
+                "to one of them.",
+            )
+        )
+    return found
+
+
+TASKS_HINT = (
+    "Use Django 6.0 or newer, or install the app's tasks extra: pip install "
+    "'django-bitbucket-install[tasks]'; or set BITBUCKET_INSTALL_WEBHOOK_TASKS = False to "
+    "signal deliveries in the request."
+)
+
+
+def _tasks_message(problem: str, hint: str) -> CheckMessage:
+    return _message(
+        "E026",
+        f"BITBUCKET_INSTALL_WEBHOOK_TASKS is on, but {problem}: every webhook delivery "
+        "would be refused (503) until that is fixed.",
+        hint,
+    )
 
 
 @register(Tags.urls, "bitbucket_install")

@@ -44,6 +44,10 @@ CLIENT_LIMITS = {
 # (smallest, largest, default) bytes of a webhook delivery's body. Bitbucket caps its
 # webhook payloads at 256 KB; the default leaves room for Connect's envelope and more.
 WEBHOOK_MAX_BYTES_BOUNDS = (1024, 16 * 1024 * 1024, 1024 * 1024)
+# The TASKS alias and the queue of the app's tasks when the settings name none: those of
+# Django's tasks framework.
+DEFAULT_TASK_BACKEND = "default"
+DEFAULT_TASK_QUEUE = "default"
 DEFAULT_DESCRIPTOR: dict[str, Any] = {
     "scopes": ["account"],
     "contexts": ["account"],
@@ -211,6 +215,22 @@ class Settings:
         smallest, largest, default = WEBHOOK_MAX_BYTES_BOUNDS
         value = _get("WEBHOOK_MAX_BYTES", default)
         return min(max(value, smallest), largest) if is_duration(value) else default
+
+    @property
+    def WEBHOOK_TASKS(self) -> bool:
+        """True: each new delivery is signalled by a task in a worker, not in the request.
+        Only True turns it on (W006 reports other values)."""
+        return _get("WEBHOOK_TASKS") is True
+
+    @property
+    def TASK_BACKEND(self) -> str:
+        """The ``TASKS`` alias the app's tasks are enqueued on (check E026)."""
+        return _text("TASK_BACKEND") or DEFAULT_TASK_BACKEND
+
+    @property
+    def TASK_QUEUE(self) -> str:
+        """The queue of that backend the app's tasks go to (check E026)."""
+        return _text("TASK_QUEUE") or DEFAULT_TASK_QUEUE
 
     @property
     def SUCCESS_URL(self) -> str | None:

@@ -13,6 +13,11 @@ class ConfigurationError(BitbucketInstallError, ImproperlyConfigured):
     """The project's settings break a rule of the install protocol."""
 
 
+class TaskFrameworkMissing(ConfigurationError):
+    """The app was asked to run a task, and neither Django's ``django.tasks`` (Django 6.0+)
+    nor the ``django-tasks`` backport (the ``tasks`` extra) can be imported."""
+
+
 class InstallLinkError(ConfigurationError):
     """An install link would break a rule of the install link; ``rule`` names it."""
 

@@ -128,6 +128,11 @@ class WebhookDelivery(models.Model):
     request_uuid = models.UUIDField(_("request UUID"))
     event = models.CharField(_("event"), max_length=64)
     received_at = models.DateTimeField(_("received"), default=timezone.now)
+    # When webhook_received was claimed for this delivery: at once when the request sends
+    # it, by the task when a worker does (BITBUCKET_INSTALL_WEBHOOK_TASKS). Null while the
+    # delivery waits in the task queue; set once, under the row's lock, so a task that runs
+    # twice signals once.
+    signalled_at = models.DateTimeField(_("signalled"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("webhook delivery")

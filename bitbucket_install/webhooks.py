@@ -5,7 +5,9 @@ are, with the stored secret of an installed installation (``iss`` its clientKey,
 over this request relative to the base URL's path); any ``aud`` is ignored. Its body must
 be a JSON object no larger than the limit, its ``X-Event-Key`` (or the body's ``event``)
 an event key, its ``X-Request-UUID`` a UUID. An accepted delivery is recorded once per
-installation and ``X-Request-UUID``, and ``webhook_received`` is sent after the commit; a
+installation and ``X-Request-UUID``, and ``webhook_received`` is sent after the commit (in
+the request, or with ``BITBUCKET_INSTALL_WEBHOOK_TASKS`` by a task in a worker, enqueued
+after the commit; a backend that refuses it gets the delivery withdrawn and a 503); a
 redelivery is answered the same and sends nothing. A refusal answers 400 (the body or
 headers), 401 (the signature or installation) or 413 (the size), records nothing, sends
 nothing, and logs its reason. docs/webhooks.rst says what the signature does not cover.
@@ -22,6 +24,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -53,6 +56,38 @@ def send_webhook_received(
         payload=payload,
         request=request,
     )
+
+
+def hand_over(delivery: WebhookDelivery, payload: dict[str, Any]) -> bool:
+    """Enqueue the task that signals the committed ``delivery``: True once it is queued.
+
+    False when the backend refused it: the delivery is then withdrawn (its row deleted), so
+    that Bitbucket's redelivery after the 503 is recorded and handed over anew instead of
+    being answered as a copy of a delivery nobody will signal. The row stays if the task
+    has claimed it meanwhile (a backend that ran it and raised after): it was signalled.
+    """
+    try:
+        # Imported here: defining the task asks the tasks framework and the configured
+        # backend, which a project with tasks off need not have.
+        from bitbucket_install import tasks
+
+        tasks.hand_off(delivery, payload)
+    except Exception:
+        # Whatever the project's backend raises (a broker down, a database error, an
+        # unknown alias or queue): the task may or may not be queued; withdrawing the
+        # delivery makes either harmless, as the task then finds no row to signal.
+        logger.exception(
+            "webhook: the task backend refused the delivery; withdrawn, answered 503: "
+            "client_key=%s event=%s request_uuid=%s",
+            delivery.installation.client_key,
+            delivery.event,
+            delivery.request_uuid,
+        )
+        withdrawn, _ = WebhookDelivery.objects.filter(
+            pk=delivery.pk, signalled_at__isnull=True
+        ).delete()
+        return not withdrawn
+    return True
 
 
 def max_body_bytes() -> int:
@@ -146,9 +181,14 @@ class WebhookView(View):
             payload = parse_webhook_body(read_body(request, limit))
             event = event_key = webhook_event(request.headers.get("X-Event-Key"), payload)
             delivery_id = uuid_ = request_uuid(request.headers.get("X-Request-UUID"))
+            in_task = app_settings.WEBHOOK_TASKS
             recorded = atomic_retrying_lost_insert(
-                lambda: self.record(request, token, issuer, uuid_, event_key, payload)
+                lambda: self.record(request, token, issuer, uuid_, event_key, payload, in_task)
             )
+            # The view's transaction is its own (non_atomic_requests): the row is
+            # committed here, before a worker can look for it.
+            if recorded is not None and in_task and not hand_over(recorded, payload):
+                return HttpResponse(status=503)  # Bitbucket redelivers on a 5xx
         except PayloadError as error:
             status = 413 if error.reason == "payload_too_large" else 400
             return self.refuse(status, error.reason, client_key, event, delivery_id)
@@ -158,9 +198,13 @@ class WebhookView(View):
             # Bitbucket redelivers on a 5xx; the delivery was not recorded.
             logger.exception("webhook: database error")
             return HttpResponse(status=503)
+        if recorded is None:
+            outcome = "redelivery answered without a signal"
+        else:
+            outcome = "accepted, handed over to a task" if in_task else "accepted"
         logger.info(
             "webhook %s: client_key=%s event=%s request_uuid=%s",
-            "accepted" if recorded else "redelivery answered without a signal",
+            outcome,
             client_key,
             event,
             delivery_id,
@@ -184,8 +228,10 @@ class WebhookView(View):
         delivery_id: uuid.UUID,
         event: str,
         payload: dict[str, Any],
-    ) -> bool:
-        """Record the delivery and signal it after the commit; False for a redelivery.
+        in_task: bool,
+    ) -> WebhookDelivery | None:
+        """Record the delivery, and signal it after the commit unless ``in_task`` (the
+        view then hands it over to a task); None for a redelivery.
 
         The installation's row is locked and the token verified again under the lock, as
         the lifecycle callbacks do: an uninstall or a new secret committed meanwhile
@@ -198,12 +244,19 @@ class WebhookView(View):
         if WebhookDelivery.objects.filter(
             installation=installation, request_uuid=delivery_id
         ).exists():
-            return False
-        delivery = WebhookDelivery.objects.create(
-            installation=installation, request_uuid=delivery_id, event=event
+            return None
+        received = timezone.now()
+        delivery: WebhookDelivery = WebhookDelivery.objects.create(
+            installation=installation,
+            request_uuid=delivery_id,
+            event=event,
+            received_at=received,
+            # Unset until the task claims it; claimed at once when the request signals.
+            signalled_at=None if in_task else received,
         )
-        transaction.on_commit(lambda: send_webhook_received(delivery, payload, request))
-        return True
+        if not in_task:
+            transaction.on_commit(lambda: send_webhook_received(delivery, payload, request))
+        return delivery
 
     def refuse(
         self,

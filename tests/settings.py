@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import environ
 
 env = environ.Env()
@@ -31,6 +33,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "bitbucket_install",
 ]
+# Django 5.2 has no django.tasks: its backport (the [tasks] extra) is an app, whose receiver
+# lets override_settings(TASKS=...) take effect.
+if importlib.util.find_spec("django.tasks") is None:
+    INSTALLED_APPS.append("django_tasks")
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from bitbucket_install import checks
+from bitbucket_install import checks, task_framework
 from bitbucket_install.conf import DURATIONS, WEBHOOK_MAX_BYTES_BOUNDS
 
 UNSET = object()  # a setting removed for the test
@@ -22,6 +22,8 @@ GOOD_DESCRIPTOR = {
 }
 WITHOUT_APP_URLS = "tests.urls_without_app"
 STRONG_SECRET = "s" * 32
+TASKS_ON = {"BITBUCKET_INSTALL_WEBHOOK_TASKS": True}
+DUMMY_BACKEND = f"{task_framework.framework().__name__}.backends.dummy.DummyBackend"
 UNREGISTERED = {
     "BITBUCKET_INSTALL_ADDON_KEY": None,
     "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://app.example.com/bitbucket/atlassian-connect.json",
@@ -197,6 +199,24 @@ def test_silent_on_the_test_settings() -> None:
                 "BITBUCKET_INSTALL_FAILURE_URL": "",
             },
             id="redirect-targets-dotted-and-empty",
+        ),
+        pytest.param(TASKS_ON, id="webhook-tasks-on-the-default-backend"),
+        pytest.param(
+            {
+                **TASKS_ON,
+                "TASKS": {"worker": {"BACKEND": DUMMY_BACKEND, "QUEUES": ["bitbucket"]}},
+                "BITBUCKET_INSTALL_TASK_BACKEND": "worker",
+                "BITBUCKET_INSTALL_TASK_QUEUE": "bitbucket",
+            },
+            id="webhook-tasks-on-a-named-backend-and-queue",
+        ),
+        pytest.param(
+            {**TASKS_ON, "TASKS": {"default": {"BACKEND": DUMMY_BACKEND, "QUEUES": []}}},
+            id="webhook-tasks-on-a-backend-taking-any-queue",
+        ),
+        pytest.param(
+            {"TASKS": {}, "BITBUCKET_INSTALL_TASK_BACKEND": None},
+            id="task-settings-unused-while-webhook-tasks-are-off",
         ),
     ],
 )
@@ -571,6 +591,22 @@ CASES: list[Any] = [
     pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": 10**9}, {"E025"}, id="E025-too-large"),
     pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": "1MB"}, {"E025"}, id="E025-string"),
     pytest.param({"BITBUCKET_INSTALL_WEBHOOK_MAX_BYTES": True}, {"E025"}, id="E025-bool"),
+    pytest.param({**TASKS_ON, "TASKS": {}}, {"E026"}, id="E026-no-backend"),
+    pytest.param(
+        {**TASKS_ON, "BITBUCKET_INSTALL_TASK_BACKEND": "worker"}, {"E026"}, id="E026-alias"
+    ),
+    pytest.param(
+        {**TASKS_ON, "TASKS": {"default": {"BACKEND": "no.such.Backend"}}},
+        {"E026"},
+        id="E026-backend-not-importable",
+    ),
+    pytest.param(
+        {**TASKS_ON, "TASKS": {"default": {"BACKEND": DUMMY_BACKEND, "QUEUES": ["other"]}}},
+        {"E026"},
+        id="E026-queue",
+    ),
+    pytest.param({**TASKS_ON, "BITBUCKET_INSTALL_TASK_QUEUE": 5}, {"E026"}, id="E026-int"),
+    pytest.param({**TASKS_ON, "BITBUCKET_INSTALL_TASK_BACKEND": ""}, {"E026"}, id="E026-empty"),
     pytest.param({"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": True}, {"W005"}, id="W005"),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": "False"}, {"W006"}, id="W006-string-False"),
     pytest.param(
@@ -578,6 +614,7 @@ CASES: list[Any] = [
     ),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": 1}, {"W006"}, id="W006-int"),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": None}, {"W006"}, id="W006-None"),
+    pytest.param({"BITBUCKET_INSTALL_WEBHOOK_TASKS": "on"}, {"W006"}, id="W006-webhook-tasks"),
     pytest.param(
         {"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": "yes"},
         {"W006"},
@@ -616,7 +653,7 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 26)} | {f"W{n:03}" for n in range(1, 7)}
+    expected = {f"E{n:03}" for n in range(1, 27)} | {f"W{n:03}" for n in range(1, 7)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -891,6 +928,48 @@ def test_webhook_max_bytes_messages_say_what_is_used() -> None:
     assert wrong.msg.endswith(f"not '1MB'; the default, {default}, is used.")
     assert wrong.hint is not None
     assert "256 KB" in wrong.hint
+
+
+def test_webhook_tasks_messages_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    (no_alias,) = messages(**TASKS_ON, BITBUCKET_INSTALL_TASK_BACKEND="worker")
+    assert no_alias.msg == (
+        "BITBUCKET_INSTALL_WEBHOOK_TASKS is on, but BITBUCKET_INSTALL_TASK_BACKEND 'worker' "
+        "is not an alias of the TASKS setting (it has ['default']): every webhook delivery "
+        "would be refused (503) until that is fixed."
+    )
+    (not_loaded,) = messages(**TASKS_ON, TASKS={"default": {"BACKEND": "no.such.Backend"}})
+    assert "The TASKS backend 'default' cannot be loaded" in not_loaded.msg
+    (queue,) = messages(
+        **TASKS_ON, TASKS={"default": {"BACKEND": DUMMY_BACKEND, "QUEUES": ["a", "b"]}}
+    )
+    assert "BITBUCKET_INSTALL_TASK_QUEUE 'default' is not a queue" in queue.msg
+    assert "(its QUEUES are ['a', 'b'])" in queue.msg
+    (wrong,) = messages(**TASKS_ON, BITBUCKET_INSTALL_TASK_QUEUE=5)
+    assert wrong.msg == (
+        "BITBUCKET_INSTALL_TASK_QUEUE is 5, not a non-empty string; the default, 'default', "
+        "is used."
+    )
+
+    monkeypatch.setattr(task_framework, "FRAMEWORKS", ("django.no_such_tasks",))
+    (missing,) = messages(**TASKS_ON)
+    assert str(missing.id) == "bitbucket_install.E026"
+    assert missing.level == ERROR
+    assert missing.msg.startswith(
+        "BITBUCKET_INSTALL_WEBHOOK_TASKS is on, but no tasks framework can be imported"
+    )
+    assert "django-bitbucket-install[tasks]" in str(missing.hint)
+    assert "BITBUCKET_INSTALL_WEBHOOK_TASKS = False" in str(missing.hint)
+    assert messages() == []  # tasks off: no framework needed
+
+
+@pytest.mark.django_db
+def test_call_command_check_refuses_webhook_tasks_without_their_backend() -> None:
+    with (
+        override_settings(BITBUCKET_INSTALL_WEBHOOK_TASKS=True, TASKS={}),
+        pytest.raises(SystemCheckError) as caught,
+    ):
+        call_command("check", stdout=StringIO(), stderr=StringIO())
+    assert "bitbucket_install.E026" in str(caught.value)
 
 
 def test_flag_warning_says_it_is_off() -> None:

@@ -125,8 +125,15 @@ def test_signed_delivery_is_recorded_and_signalled_once(
     assert row["installation_id"] == installed.pk
     assert row["request_uuid"] == uuid.UUID(REQUEST_UUID)
     assert row["event"] == EVENT
-    assert started <= row["received_at"] <= timezone.now()
-    assert set(row) == {"id", "installation_id", "request_uuid", "event", "received_at"}
+    assert started <= row["received_at"] <= row["signalled_at"] <= timezone.now()
+    assert set(row) == {
+        "id",
+        "installation_id",
+        "request_uuid",
+        "event",
+        "received_at",
+        "signalled_at",
+    }
     [sent] = sent_signals.of(signals.webhook_received)
     assert sent["sender"] is Installation
     assert sent["installation"] == installed
