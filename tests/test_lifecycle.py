@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -299,21 +299,25 @@ def path_token(path: str, **claims: Any) -> str:
 @pytest.mark.parametrize(
     ("token", "reason"),
     [
-        pytest.param(path_token("/bitbucket/uninstalled"), "token_qsh", id="qsh of another path"),
         pytest.param(
-            path_token("/bitbucket/installed", method="GET"), "token_qsh", id="qsh of GET"
+            lambda: path_token("/bitbucket/uninstalled"), "token_qsh", id="qsh of another path"
         ),
         pytest.param(
-            path_token("/bitbucket/installed", query_string="a=1"),
+            lambda: path_token("/bitbucket/installed", method="GET"), "token_qsh", id="qsh of GET"
+        ),
+        pytest.param(
+            lambda: path_token("/bitbucket/installed", query_string="a=1"),
             "token_qsh",
             id="qsh of another query",
         ),
         pytest.param(
-            path_token("/installed", base_path=""), "token_qsh", id="qsh without the mount"
+            lambda: path_token("/installed", base_path=""), "token_qsh", id="qsh without the mount"
         ),
-        pytest.param(path_token("/", qsh=CONTEXT_QSH), "token_context_qsh", id="context-qsh"),
         pytest.param(
-            encode_token(
+            lambda: path_token("/", qsh=CONTEXT_QSH), "token_context_qsh", id="context-qsh"
+        ),
+        pytest.param(
+            lambda: encode_token(
                 {"iss": CLIENT_KEY},
                 SHARED_SECRET,
                 method="POST",
@@ -325,7 +329,7 @@ def path_token(path: str, **claims: Any) -> str:
             id="expired",
         ),
         pytest.param(
-            encode_token(
+            lambda: encode_token(
                 {"iss": CLIENT_KEY},
                 SHARED_SECRET,
                 method="POST",
@@ -336,13 +340,15 @@ def path_token(path: str, **claims: Any) -> str:
             id="future iat",
         ),
         pytest.param(
-            path_token("/bitbucket/installed", aud="https://evil.example"),
+            lambda: path_token("/bitbucket/installed", aud="https://evil.example"),
             "token_audience",
             id="aud",
         ),
-        pytest.param(path_token("/bitbucket/installed", qsh=None), "token_claims", id="no qsh"),
         pytest.param(
-            jwt.encode(
+            lambda: path_token("/bitbucket/installed", qsh=None), "token_claims", id="no qsh"
+        ),
+        pytest.param(
+            lambda: jwt.encode(
                 {"iss": CLIENT_KEY, "qsh": query_string_hash("POST", "/bitbucket/installed", "")},
                 SHARED_SECRET * 3,
                 "HS512",
@@ -351,7 +357,7 @@ def path_token(path: str, **claims: Any) -> str:
             id="HS512",
         ),
         pytest.param(
-            jwt.encode(
+            lambda: jwt.encode(
                 {"iss": CLIENT_KEY},
                 rsa.generate_private_key(public_exponent=65537, key_size=2048),
                 "RS256",
@@ -360,8 +366,8 @@ def path_token(path: str, **claims: Any) -> str:
             "token_algorithm",
             id="RS256 with kid",
         ),
-        pytest.param("not-a-token", "token_malformed", id="malformed"),
-        pytest.param("x" * 9000, "token_malformed", id="oversize"),
+        pytest.param(lambda: "not-a-token", "token_malformed", id="malformed"),
+        pytest.param(lambda: "x" * 9000, "token_malformed", id="oversize"),
     ],
 )
 def test_reinstall_with_a_bad_token_refused(
@@ -369,12 +375,14 @@ def test_reinstall_with_a_bad_token_refused(
     installed: Installation,
     sent_signals: SignalRecorder,
     caplog: pytest.LogCaptureFixture,
-    token: str,
+    token: Callable[[], str],
     reason: str,
 ) -> None:
+    """Each token is made when its test runs, not when the tests are collected: one made
+    minutes earlier on a busy machine would be refused as expired, not for its own flaw."""
     before = installation_rows()
     body = lifecycle_body(shared_secret=NEW_SECRET)
-    response = post_lifecycle(client, "installed", body, token=token)
+    response = post_lifecycle(client, "installed", body, token=token())
     assert_refused(response, 401, before, sent_signals, caplog, reason)
 
 
