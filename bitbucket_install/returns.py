@@ -153,8 +153,8 @@ class Decision:
     reason: str = ""
     installation: Installation | None = None
     # For a confirmation: "connected" (to this browser's user), "signed_out" (the flow was
-    # started signed out), "unverified" (no JWT, and unsigned returns bind nobody) or
-    # "not_started_here" (a plain return).
+    # started signed out) or "not_started_here" (a plain return). An unsigned return that
+    # binds nobody is its own outcome, UNVERIFIED.
     connection: str = ""
     # An unsigned return's clientKey, which the result page may record once its
     # ``installed`` callback is in (the browser can be back first).
@@ -312,7 +312,6 @@ def _unverified(request: HttpRequest, client_key: str, flow: Flow | None) -> Dec
     return Decision(
         Outcome.UNVERIFIED,
         flow=flow,
-        connection="unverified",
         pending_client_key=client_key,
         next=flow.next if flow is not None else "",
     )

@@ -317,6 +317,33 @@ def test_an_attackers_unsigned_return_leaves_the_victim_to_connect_with_a_signed
     assert live_flows(mallory.client) == [mallory.flow_id]
 
 
+def test_unsigned_return_naming_an_install_another_flow_connected_binds_nobody_when_trusted(
+    settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``TRUST_UNSIGNED_RETURNS``: once the victim's own flow has connected their fresh
+    install, another browser's unsigned return naming it gets the "reload in a moment"
+    answer of an unknown key (nothing written, no signal, the flow kept), never the row."""
+    unregistered(settings)
+    settings.BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS = True
+    victim = Browser("victim", with_flow=True)
+    installed_via_lifecycle(VICTIM_KEY, INSTALL_SECRET)
+    assert victim.get(unsigned_url(VICTIM_KEY, victim.path("flow"))).status_code == 303
+    [connected] = installation_rows()
+    assert victim.user is not None
+    assert connected["user_id"] == victim.user.pk
+    sent_signals.calls.clear()
+    mallory = Browser("mallory", with_flow=True)
+
+    assert_not_yet(
+        mallory,
+        unsigned_url(VICTIM_KEY, mallory.path("flow")),
+        "client_key_unverified",
+        sent_signals,
+        caplog,
+    )
+    assert installation_rows() == [connected]
+
+
 def test_unsigned_return_for_an_install_reported_before_the_flow_began(
     settings: Settings, sent_signals: SignalRecorder, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from bitbucket_install.conf import app_settings
@@ -111,6 +113,25 @@ def test_a_load_at_the_end_of_the_confirm_window_still_records(
     [kwargs] = sent_signals.of(installed)
     assert kwargs["request"] is response.wsgi_request
     assert "install result: unsigned return recorded again=True" in caplog.messages
+
+
+def test_an_install_reported_exactly_a_confirm_window_ago_is_recorded(
+    settings: Settings, sent_signals: SignalRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``installed`` callback that arrived ``CONFIRM_WINDOW`` seconds before the return,
+    to the microsecond, is still in the window (the window's start is inclusive)."""
+    unregistered(settings)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    now = timezone.now()
+    Installation.objects.update(installed_at=now - timedelta(seconds=app_settings.CONFIRM_WINDOW))
+    monkeypatch.setattr("bitbucket_install.returns.timezone.now", lambda: now)
+    sent_signals.calls.clear()
+    client = Client()
+    login(client, "ada")
+    unsigned_return(client, KEY_A)
+    assert Installation.objects.get().confirmed_at == now
+    [kwargs] = sent_signals.of(installed)
+    assert kwargs["user"] is None
 
 
 def test_no_record_after_the_confirm_window(
