@@ -11,7 +11,7 @@ from django.test import Client
 from pytest_django.fixtures import Settings
 
 from bitbucket_install import flow as flows
-from bitbucket_install import views
+from bitbucket_install import returns, views
 from bitbucket_install.returns import Decision, Outcome
 from tests.callback_helpers import (
     KEY_A,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def decisions(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
     made: list[Decision] = []
-    decide = views.decide
+    decide = returns.decide
 
     def recording(*args: Any) -> Decision:
         decision = decide(*args)
