@@ -3,7 +3,7 @@ and a hint (a half-done configuration is reported whole, not one problem per run
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -11,9 +11,10 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.shortcuts import resolve_url
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, URLResolver, get_resolver, reverse
+from django.utils.module_loading import import_string
 
-from bitbucket_install import task_framework
+from bitbucket_install import replay, task_framework
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, host_of, is_plain_origin
 from bitbucket_install.conf import (
     CLIENT_LIMITS,
@@ -492,6 +493,100 @@ def check_redirect_targets(
                 )
             )
     return found
+
+
+# Cache backends whose entries other processes do not see: what each keeps, and who
+# accepts a token again because of it.
+UNSHARED_CACHES = {
+    "django.core.cache.backends.dummy.DummyCache": ("keeps nothing at all", "every request"),
+    "django.core.cache.backends.locmem.LocMemCache": (
+        "keeps its entries inside one process",
+        "another process",
+    ),
+    "django.core.cache.backends.filebased.FileBasedCache": (
+        "shares its entries only between the processes of one machine",
+        "another machine",
+    ),
+}
+
+
+@register(Tags.caches, Tags.urls, "bitbucket_install")
+def check_replay_cache(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Single-use views remember the tokens they accepted in the replay cache: a cache
+    that is not there refuses them all (503), one that other processes do not see lets a
+    token through once per process. Reported only where it matters: when a view of the
+    URLconf is single-use, or the project named the alias itself."""
+    if _raw("REPLAY_CACHE") is UNSET and not _serves_single_use_views(get_resolver().url_patterns):
+        return []
+    alias = app_settings.REPLAY_CACHE
+    configured = settings.CACHES.get(alias)
+    if configured is None:
+        return [
+            _message(
+                "W007",
+                f"The replay cache {alias!r} (BITBUCKET_INSTALL_REPLAY_CACHE) is not an alias "
+                f"of the CACHES setting (it has {_shown(sorted(settings.CACHES))}): every "
+                "request to a connect_jwt_required(single_use=True) view is refused (503).",
+                "Add that cache to CACHES, one that every process of the site shares (e.g. "
+                "django.core.cache.backends.redis.RedisCache), or set "
+                "BITBUCKET_INSTALL_REPLAY_CACHE to one of its aliases.",
+            )
+        ]
+    unshared = None if settings.DEBUG else _unshared(configured.get("BACKEND"))
+    if unshared is None:
+        return []
+    backend, (keeps, again) = unshared
+    return [
+        _message(
+            "W007",
+            f"The replay cache {alias!r} (BITBUCKET_INSTALL_REPLAY_CACHE) is {backend}, "
+            f"which {keeps}: a token that a connect_jwt_required(single_use=True) view "
+            f"accepted is accepted again by {again}.",
+            "Point BITBUCKET_INSTALL_REPLAY_CACHE at a cache that every process and machine "
+            "of the site shares: RedisCache, PyMemcacheCache or DatabaseCache. (With DEBUG "
+            "on, one process is fine: this is not reported.)",
+        )
+    ]
+
+
+def _unshared(backend_path: object) -> tuple[str, tuple[str, str]] | None:
+    """The class name of the unshared backend that ``backend_path`` is or extends, with
+    what it keeps and who accepts a token again; None for any other backend, or one that
+    cannot be imported (Django reports that when the cache is used)."""
+    try:
+        backend = import_string(str(backend_path))
+    except ImportError:
+        return None
+    for path, consequences in UNSHARED_CACHES.items():
+        if isinstance(backend, type) and issubclass(backend, import_string(path)):
+            return path.rpartition(".")[2], consequences
+    return None
+
+
+def _serves_single_use_views(patterns: Iterable[Any]) -> bool:
+    """Does a URL pattern among ``patterns`` (included ones too) lead to a single-use view?"""
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            if _serves_single_use_views(entry.url_patterns):
+                return True
+        elif _is_single_use(entry.callback):
+            return True
+    return False
+
+
+def _is_single_use(view: object) -> bool:
+    """A view decorated with ``single_use=True``: a function, or a class-based view one of
+    whose methods (``dispatch`` or a handler) was, through ``method_decorator``."""
+    if getattr(view, replay.SINGLE_USE_ATTRIBUTE, False) is True:
+        return True
+    view_class = getattr(view, "view_class", None)
+    methods = ("dispatch", *getattr(view_class, "http_method_names", ()))
+    return any(
+        getattr(getattr(view_class, name, None), replay.SINGLE_USE_ATTRIBUTE, False) is True
+        for name in methods
+    )
 
 
 @register("bitbucket_install")

@@ -48,6 +48,8 @@ WEBHOOK_MAX_BYTES_BOUNDS = (1024, 16 * 1024 * 1024, 1024 * 1024)
 # Django's tasks framework.
 DEFAULT_TASK_BACKEND = "default"
 DEFAULT_TASK_QUEUE = "default"
+# The CACHES alias that remembers the tokens single-use views accepted, when none is set.
+DEFAULT_REPLAY_CACHE = "default"
 DEFAULT_DESCRIPTOR: dict[str, Any] = {
     "scopes": ["account"],
     "contexts": ["account"],
@@ -231,6 +233,12 @@ class Settings:
     def TASK_QUEUE(self) -> str:
         """The queue of that backend the app's tasks go to (check E026)."""
         return _text("TASK_QUEUE") or DEFAULT_TASK_QUEUE
+
+    @property
+    def REPLAY_CACHE(self) -> str:
+        """The ``CACHES`` alias where ``connect_jwt_required(single_use=True)`` remembers
+        the tokens it accepted (check W007)."""
+        return _text("REPLAY_CACHE") or DEFAULT_REPLAY_CACHE
 
     @property
     def SUCCESS_URL(self) -> str | None:

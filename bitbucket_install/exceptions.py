@@ -103,3 +103,13 @@ class RateLimited(BitbucketAPIError):
     ) -> None:
         super().__init__(status, message, detail, request=request)
         self.retry_after = retry_after
+
+
+class ReplayCacheUnavailable(BitbucketInstallError):
+    """The cache that remembers single-use tokens (``BITBUCKET_INSTALL_REPLAY_CACHE``)
+    failed, so nobody can tell whether a token was used before: the request is refused
+    (503) rather than let through. ``alias`` is the cache's alias."""
+
+    def __init__(self, alias: str, message: str) -> None:
+        super().__init__(message)
+        self.alias = alias

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -49,6 +51,16 @@ class InstallationQuerySet(models.QuerySet["Installation"]):
         filtered: InstallationQuerySet = self.filter(uninstalled_at__isnull=installed)
         return filtered
 
+    def confirmed(self) -> InstallationQuerySet:
+        """The installations something other than their own callbacks vouched for: any of
+        ``Installation.CONFIRMATION_FIELDS`` set (the same rule as ``is_confirmed``)."""
+        vouched = functools.reduce(
+            operator.or_,
+            (models.Q(**{f"{name}__isnull": False}) for name in Installation.CONFIRMATION_FIELDS),
+        )
+        filtered: InstallationQuerySet = self.filter(vouched)
+        return filtered
+
 
 class Installation(models.Model):
     """One installation of the app, keyed by Bitbucket's clientKey.
@@ -90,6 +102,13 @@ class Installation(models.Model):
 
     objects = InstallationQuerySet.as_manager()
 
+    # The fields of which any one, once set, confirms the installation: an unsigned first
+    # ``installed`` callback creates a row whose every field its sender chose, and only
+    # these record that someone else vouched for it (a browser's verified return trip).
+    # ``is_confirmed`` and ``objects.confirmed()`` both read this tuple, so a later field
+    # (confirmed by Bitbucket itself) joins both by being added here.
+    CONFIRMATION_FIELDS: tuple[str, ...] = ("confirmed_at",)
+
     class Meta:
         verbose_name = _("installation")
         verbose_name_plural = _("installations")
@@ -108,6 +127,12 @@ class Installation(models.Model):
     @property
     def is_installed(self) -> bool:
         return self.uninstalled_at is None
+
+    @property
+    def is_confirmed(self) -> bool:
+        """Did anything besides its own callbacks vouch for this installation (see
+        ``CONFIRMATION_FIELDS``)?"""
+        return any(getattr(self, name) is not None for name in self.CONFIRMATION_FIELDS)
 
 
 class WebhookDelivery(models.Model):
