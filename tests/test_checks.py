@@ -6,6 +6,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.cache.backends.locmem import LocMemCache
 from django.core.checks import ERROR, WARNING, CheckMessage, run_checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
@@ -651,9 +652,9 @@ def test_check_fires(overrides: dict[str, Any], expected: set[str]) -> None:
 
 def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
-    for case in CASES:
+    for case in CASES + REPLAY_CACHE_CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 27)} | {f"W{n:03}" for n in range(1, 7)}
+    expected = {f"E{n:03}" for n in range(1, 27)} | {f"W{n:03}" for n in range(1, 8)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -1220,3 +1221,178 @@ def test_call_command_check_warns_about_flags_without_failing() -> None:
     text = out.getvalue() + err.getvalue()
     assert "bitbucket_install.W005" in text
     assert "bitbucket_install.W006" in text
+
+
+# W007: the replay cache of single-use views (connect_jwt_required(single_use=True)).
+SINGLE_USE_URLS = "tests.decorators.views"  # the app's URLs and single-use views
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+REDIS = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x:1"}
+SHARED_CACHES: dict[str, dict[str, str]] = {
+    "redis": REDIS,
+    "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "t"},
+    "memcached": {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": "x",
+    },
+    # Django says so when the cache is used; the check has nothing to add.
+    "not-importable": {"BACKEND": "no.such.Backend"},
+}
+REPLAY_CACHE_CASES: list[Any] = [
+    pytest.param({"ROOT_URLCONF": SINGLE_USE_URLS}, {"W007"}, id="W007-default-locmem"),
+    pytest.param(
+        {"ROOT_URLCONF": SINGLE_USE_URLS, "CACHES": {"default": {"BACKEND": LOCMEM}}},
+        {"W007"},
+        id="W007-locmem",
+    ),
+    pytest.param(
+        {
+            "ROOT_URLCONF": SINGLE_USE_URLS,
+            "CACHES": {"default": {"BACKEND": "tests.test_checks.ProjectLocMemCache"}},
+        },
+        {"W007"},
+        id="W007-locmem-subclass",
+    ),
+    pytest.param(
+        {
+            "ROOT_URLCONF": SINGLE_USE_URLS,
+            "CACHES": {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}},
+        },
+        {"W007"},
+        id="W007-dummy",
+    ),
+    pytest.param(
+        {
+            "CACHES": {
+                "default": REDIS,
+                "replay": {
+                    "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                    "LOCATION": "never-used",
+                },
+            },
+            "BITBUCKET_INSTALL_REPLAY_CACHE": "replay",
+        },
+        {"W007"},
+        id="W007-filebased-named-by-the-setting",
+    ),
+    pytest.param(
+        {"CACHES": {"default": REDIS}, "BITBUCKET_INSTALL_REPLAY_CACHE": "replay"},
+        {"W007"},
+        id="W007-alias-missing",
+    ),
+    pytest.param(
+        {
+            "ROOT_URLCONF": SINGLE_USE_URLS,
+            "CACHES": {"other": REDIS},
+            "DEBUG": True,
+        },
+        {"W007"},
+        id="W007-alias-missing-with-debug",
+    ),
+]
+
+
+class ProjectLocMemCache(LocMemCache):
+    """A project's own backend built on LocMemCache: still one process's memory."""
+
+
+@pytest.mark.parametrize(("overrides", "expected"), REPLAY_CACHE_CASES)
+def test_replay_cache_check_fires(overrides: dict[str, Any], expected: set[str]) -> None:
+    test_check_fires(overrides, expected)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({}, id="no-single-use-view-and-no-setting"),
+        pytest.param({"CACHES": {"other": REDIS}}, id="no-single-use-view-and-no-default-cache"),
+        pytest.param({"ROOT_URLCONF": SINGLE_USE_URLS, "DEBUG": True}, id="locmem-with-debug"),
+        *(
+            pytest.param({"ROOT_URLCONF": SINGLE_USE_URLS, "CACHES": {"default": cache}}, id=name)
+            for name, cache in SHARED_CACHES.items()
+        ),
+        pytest.param(
+            {
+                "CACHES": {"default": {"BACKEND": LOCMEM}, "replay": REDIS},
+                "BITBUCKET_INSTALL_REPLAY_CACHE": "replay",
+                "ROOT_URLCONF": SINGLE_USE_URLS,
+            },
+            id="named-shared-cache",
+        ),
+    ],
+)
+def test_replay_cache_check_silent(overrides: dict[str, Any]) -> None:
+    assert messages(**overrides) == []
+
+
+def test_replay_cache_check_is_registered() -> None:
+    from django.core.checks import registry
+
+    assert checks.check_replay_cache in registry.registry.get_checks()
+    assert {"bitbucket_install", "caches", "urls"} <= set(checks.check_replay_cache.tags)
+
+
+def test_replay_cache_messages() -> None:
+    [missing] = messages(
+        CACHES={"default": REDIS, "sessions": REDIS}, BITBUCKET_INSTALL_REPLAY_CACHE="replay"
+    )
+    assert missing.msg == (
+        "The replay cache 'replay' (BITBUCKET_INSTALL_REPLAY_CACHE) is not an alias of the "
+        "CACHES setting (it has ['default', 'sessions']): every request to a "
+        "connect_jwt_required(single_use=True) view is refused (503)."
+    )
+    assert missing.hint == (
+        "Add that cache to CACHES, one that every process of the site shares (e.g. "
+        "django.core.cache.backends.redis.RedisCache), or set BITBUCKET_INSTALL_REPLAY_CACHE "
+        "to one of its aliases."
+    )
+    expected = {
+        LOCMEM: "is LocMemCache, which keeps its entries inside one process: a token that a "
+        "connect_jwt_required(single_use=True) view accepted is accepted again by another "
+        "process.",
+        "django.core.cache.backends.dummy.DummyCache": "is DummyCache, which keeps nothing at "
+        "all: a token that a connect_jwt_required(single_use=True) view accepted is accepted "
+        "again by every request.",
+        "django.core.cache.backends.filebased.FileBasedCache": "is FileBasedCache, which "
+        "shares its entries only between the processes of one machine: a token that a "
+        "connect_jwt_required(single_use=True) view accepted is accepted again by another "
+        "machine.",
+    }
+    for backend, text in expected.items():
+        [message] = messages(
+            ROOT_URLCONF=SINGLE_USE_URLS,
+            CACHES={"default": {"BACKEND": backend, "LOCATION": "never-used"}},
+        )
+        assert message.msg == f"The replay cache 'default' (BITBUCKET_INSTALL_REPLAY_CACHE) {text}"
+        assert message.hint == (
+            "Point BITBUCKET_INSTALL_REPLAY_CACHE at a cache that every process and machine "
+            "of the site shares: RedisCache, PyMemcacheCache or DatabaseCache. (With DEBUG "
+            "on, one process is fine: this is not reported.)"
+        )
+
+
+def test_replay_cache_check_finds_single_use_views_wherever_they_are() -> None:
+    from django.urls import include, path
+
+    from tests.decorators import views
+
+    def found(patterns: list[Any]) -> bool:
+        return checks._serves_single_use_views(patterns)
+
+    assert found([path("a", views.single)])
+    assert found([path("a", views.async_single)])
+    assert found([path("a", views.SingleUseClassView.as_view())])  # on dispatch
+    assert found([path("a", views.AsyncClassView.as_view())])  # on a handler
+    assert found([path("x/", include([path("y/", include([path("a", views.single)]))]))])
+    assert not found([path("a", views.bare), path("b", views.confirmed)])
+    assert not found([path("a", views.BareClassView.as_view())])
+    assert not found([path("x/", include([path("a", views.bare)]))])
+    assert not found([])
+
+
+# Django's own model checks ask the database whether it supports JSONField.
+@pytest.mark.django_db
+def test_call_command_check_shows_the_replay_cache_warning() -> None:
+    out, err = StringIO(), StringIO()
+    with override_settings(ROOT_URLCONF=SINGLE_USE_URLS):
+        call_command("check", stdout=out, stderr=err)
+    assert "bitbucket_install.W007" in out.getvalue() + err.getvalue()
