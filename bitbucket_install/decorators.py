@@ -6,12 +6,12 @@ docs/views.rst says what it covers and what it cannot (the replay window, the bo
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from asgiref.sync import iscoroutinefunction
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -95,7 +95,9 @@ def connect_jwt_required(
 
 
 def _decorate(view: View, policy: _Policy) -> View:
-    if inspect.iscoroutinefunction(view):
+    # asgiref's test, as Django's own decorators use: it also sees views marked with
+    # markcoroutinefunction, which inspect's misses before Python 3.12.
+    if iscoroutinefunction(view):
 
         @functools.wraps(view)
         async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:

@@ -53,11 +53,18 @@ def test_a_confirmed_installation_passes(client: Client, installation: Installat
 
 
 def test_a_bad_token_of_an_unconfirmed_installation_is_refused_for_the_token(
-    client: Client, installation: Installation, caplog: pytest.LogCaptureFixture
+    client: Client,
+    installation: Installation,
+    sent_signals: SignalRecorder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Confirmation is asked only of a token that verified."""
+    before = installation_rows()
     response = client.post("/confirmed", HTTP_AUTHORIZATION=f"JWT {token('/elsewhere')}")
     assert response.status_code == 401
+    assert called_views() == []
+    assert installation_rows() == before
+    assert sent_signals.none_sent
     assert refusal_lines(caplog) == ["Connect JWT refused on /confirmed: reason=token_qsh"]
 
 

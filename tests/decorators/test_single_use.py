@@ -220,14 +220,20 @@ def test_the_replay_cache_setting_picks_the_cache(
 
 
 def test_a_token_refused_for_another_reason_is_not_used_up(
-    client: Client, installation: Installation
+    client: Client, installation: Installation, sent_signals: SignalRecorder
 ) -> None:
     jwt = token("/single")
+    before = installation_rows()
     # The same token on another path fails its qsh: refused before the cache is asked.
     assert post(client, "/single-cached", jwt).status_code == 401
     # Unconfirmed: refused after verifying, still before the cache is asked.
-    assert post(client, "/single-confirmed", token("/single-confirmed")).status_code == 401
+    unconfirmed = token("/single-confirmed")
+    assert post(client, "/single-confirmed", unconfirmed).status_code == 401
+    assert called_views() == []
+    assert installation_rows() == before
+    assert sent_signals.none_sent
     assert caches["default"].get(token_key(jwt)) is None
+    assert caches["default"].get(token_key(unconfirmed)) is None
     assert post(client, "/single", jwt).status_code == 200
 
 

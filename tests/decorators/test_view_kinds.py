@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import pytest
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.test import Client
 from pytest_django.fixtures import Settings
 
@@ -150,3 +151,18 @@ def test_single_use_views_are_marked_for_the_check() -> None:
 def test_a_positional_argument_that_is_no_view_is_refused(argument: Any) -> None:
     with pytest.raises(TypeError, match=r"connect_jwt_required\(single_use=True\)"):
         connect_jwt_required(argument)
+
+
+def test_a_view_marked_as_a_coroutine_function_gets_the_async_wrapper() -> None:
+    """Such as one another async-capable decorator returned (asgiref's marker, which
+    ``inspect`` does not see before Python 3.12)."""
+
+    async def handler(request: Any) -> Any:
+        return None
+
+    def marked(request: Any) -> Any:
+        return handler(request)
+
+    markcoroutinefunction(marked)
+    assert inspect.iscoroutinefunction(connect_jwt_required(marked))
+    assert iscoroutinefunction(connect_jwt_required(single_use=True)(marked))
