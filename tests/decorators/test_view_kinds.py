@@ -6,8 +6,9 @@ import inspect
 from typing import Any
 
 import pytest
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.test import Client
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
 from pytest_django.fixtures import Settings
 
 from bitbucket_install import replay
@@ -153,16 +154,24 @@ def test_a_positional_argument_that_is_no_view_is_refused(argument: Any) -> None
         connect_jwt_required(argument)
 
 
-def test_a_view_marked_as_a_coroutine_function_gets_the_async_wrapper() -> None:
+def test_a_view_marked_as_a_coroutine_function_gets_the_async_wrapper(
+    installation: Installation,
+) -> None:
     """Such as one another async-capable decorator returned (asgiref's marker, which
-    ``inspect`` does not see before Python 3.12)."""
+    ``inspect`` does not see before Python 3.12): its coroutine is awaited, and the
+    installation looked up through the async ORM."""
 
-    async def handler(request: Any) -> Any:
-        return None
+    async def handler(request: Any) -> HttpResponse:
+        return HttpResponse(request.bitbucket_installation.client_key)
 
     def marked(request: Any) -> Any:
         return handler(request)
 
     markcoroutinefunction(marked)
-    assert inspect.iscoroutinefunction(connect_jwt_required(marked))
-    assert iscoroutinefunction(connect_jwt_required(single_use=True)(marked))
+    decorated = connect_jwt_required(single_use=True)(marked)
+    assert iscoroutinefunction(decorated)
+    request = RequestFactory().get("/x", HTTP_AUTHORIZATION=f"JWT {token('/x', 'GET')}")
+    response = async_to_sync(decorated)(request)
+    assert response.status_code == 200
+    assert response.content == CLIENT_KEY.encode()
+    assert response["Cache-Control"] == "private"
