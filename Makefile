@@ -98,7 +98,8 @@ load: $(BENCH_STAMP)
 
 # The benchmarks (benchmarks/run.py): one line per figure, PASS or FAIL; needs
 # PostgreSQL (BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432) and creates
-# and drops its own databases. BENCH_ARGS=--quick for a short smoke run.
+# and drops its own databases (named BENCH_DATABASE_PREFIX..., default
+# bitbucket_install_bench_). BENCH_ARGS=--quick for a short smoke run.
 BENCH_ARGS ?=
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

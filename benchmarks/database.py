@@ -2,7 +2,8 @@
 
 ``BENCH_POSTGRES_URL`` names the server (default ``postgres://postgres@127.0.0.1:5432``,
 the user must be allowed to create databases); every database this module makes is called
-``bitbucket_install_bench_*`` and nothing else on the server is touched.
+``bitbucket_install_bench_*`` (``BENCH_DATABASE_PREFIX`` changes that start, so that runs
+on one shared server keep apart) and nothing else on the server is touched.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
-PREFIX = "bitbucket_install_bench_"
+PREFIX = os.environ.get("BENCH_DATABASE_PREFIX", "bitbucket_install_bench_")
 TABLE = "bitbucket_install_installation"
 
 
@@ -31,7 +32,7 @@ def _connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
 
 
 def recreate(suffix: str) -> str:
-    """Drop ``bitbucket_install_bench_<suffix>`` if it exists, create it empty; its URL."""
+    """Drop ``<PREFIX><suffix>`` if it exists, create it empty; its URL."""
     name = PREFIX + suffix
     with _connect(database_url("postgres")) as connection:
         identifier = sql.Identifier(name)
@@ -42,7 +43,7 @@ def recreate(suffix: str) -> str:
 
 def drop(url: str) -> None:
     name = urlsplit(url).path.lstrip("/")
-    if not name.startswith(PREFIX):
+    if not PREFIX or not name.startswith(PREFIX):
         raise ValueError(f"not a benchmark database: {name}")
     with _connect(database_url("postgres")) as connection:
         connection.execute(

@@ -1,8 +1,13 @@
-"""Figures 2 and 3, timed in this process (Django set up with the served site's settings).
+"""Figures 2, 3, 7 and 8, timed in this process (Django set up with the served site's
+settings).
 
 Each side is timed ``REPEATS`` times over ``number`` calls, the two sides alternating, in
 CPU time of this process (time.process_time: what other processes do on a shared machine
 does not count), and the fastest repeat of each is kept.
+
+Figures 7 and 8 drive ``BitbucketClient`` with an ``httpx.MockTransport`` in place of the
+network: it answers the JWT grant and counts every request that reaches it, so a figure
+knows how many HTTP requests its timed calls made (none, for both).
 """
 
 from __future__ import annotations
@@ -10,10 +15,17 @@ from __future__ import annotations
 import time
 import timeit
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+if TYPE_CHECKING:
+    import httpx
+
+    from bitbucket_install.models import Installation
+
 REPEATS = 21
+CLIENT_KEY = "ari:cloud:bitbucket::app/{5a1b2c3d-aaaa-4e5f-8a9b-0c1d2e3f4a5b}/bench-app"
 
 
 def best_of(
@@ -37,7 +49,7 @@ def jwt_verification(shared_secret: str) -> tuple[float, float]:
 
     from bitbucket_install.tokens import encode_token, query_string_hash, verify_token
 
-    client_key = "ari:cloud:bitbucket::app/{5a1b2c3d-aaaa-4e5f-8a9b-0c1d2e3f4a5b}/bench-app"
+    client_key = CLIENT_KEY
     path = "/bitbucket/callback/"
     query = urlencode({"clientKey": client_key})
     token = encode_token(
@@ -83,3 +95,135 @@ def button_render() -> tuple[float, float]:
     if not same:
         raise RuntimeError("the hand-written template renders other markup")
     return best_of(lambda: ours.render({}, request), lambda: static.render({}, request), 500)
+
+
+class CountingBitbucket:
+    """An ``httpx.MockTransport`` handler standing in for Bitbucket: it answers the JWT
+    grant with an access token and counts every request that reaches it."""
+
+    ACCESS_TOKEN = "bench-access-token-" + "x" * 200
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        import httpx
+
+        self.requests += 1
+        if request.method == "POST" and request.url.path == "/site/oauth2/access_token":
+            answer = {"access_token": self.ACCESS_TOKEN, "expires_in": 7200}
+            return httpx.Response(200, json=answer)
+        return httpx.Response(404, text="not served here")
+
+
+def installation(shared_secret: str) -> Installation:
+    """An installed installation on Bitbucket Cloud (not saved: the client reads only its
+    fields)."""
+    from bitbucket_install.models import Installation
+
+    return Installation(
+        client_key=CLIENT_KEY,
+        addon_key="bench-app",
+        shared_secret=shared_secret,
+        base_url="https://bitbucket.org",
+        base_api_url="https://api.bitbucket.org",
+    )
+
+
+@dataclass(frozen=True)
+class Signing:
+    """Figure 7's times, seconds per call, and the HTTP requests the timed calls made."""
+
+    sign: float
+    bare_encode: float
+    prepare_and_sign: float
+    build_and_encode: float
+    http_requests: int
+
+
+def request_signing(shared_secret: str) -> Signing:
+    """Signing one outgoing request as the client does before each attempt
+    (``_Prepared.sign``: the request target as it goes on the wire, the claims with their
+    qsh, the token, the ``Authorization`` header) against a bare ``jwt.encode`` of the same
+    claims; and the whole preparation (the installation, path and origin checks, the httpx
+    request built, then signed) against httpx's ``build_request`` plus that ``jwt.encode``.
+
+    The request has what real ones have: a repository UUID in braces in the path and a
+    query with spaces, quotes and a repeated parameter.
+    """
+    import httpx
+    import jwt
+
+    from bitbucket_install.client import BitbucketClient
+    from bitbucket_install.tokens import query_string_hash
+
+    path = "/2.0/repositories/acme/{0b6c8e2a-1111-4c1e-9b2d-5f6e7a8b9c0d}/pullrequests"
+    params = httpx.QueryParams(
+        [("state", "OPEN"), ("state", "MERGED"), ("q", 'title ~ "fix"'), ("pagelen", "50")]
+    )
+    bitbucket = CountingBitbucket()
+    with BitbucketClient(
+        installation(shared_secret), transport=httpx.MockTransport(bitbucket)
+    ) as client:
+        http = client._http
+        prepared = client._prepare(http, "GET", path, {"params": params})
+        prepared.sign()
+        token = prepared.request.headers["Authorization"].removeprefix("JWT ")
+        claims = jwt.decode(token, shared_secret, algorithms=["HS256"])
+        url = prepared.request.url
+        # Over the path as it goes on the wire (the braces escaped) and the query.
+        wire_path, _, wire_query = url.raw_path.decode("ascii").partition("?")
+        expected_qsh = query_string_hash("GET", wire_path, wire_query)
+        if claims["qsh"] != expected_qsh or claims["sub"] != CLIENT_KEY or "aud" in claims:
+            raise RuntimeError(f"the client signed other claims than expected: {claims}")
+        full_url = str(url).partition("?")[0]
+
+        def bare_encode() -> str:
+            return jwt.encode(claims, shared_secret, algorithm="HS256")
+
+        def prepare_and_sign() -> None:
+            client._prepare(http, "GET", path, {"params": params}).sign()
+
+        def build_and_encode() -> None:
+            request = http.build_request("GET", full_url, params=params)
+            request.headers["Authorization"] = f"JWT {bare_encode()}"
+
+        sign, bare = best_of(prepared.sign, bare_encode, number=2000)
+        whole, built = best_of(prepare_and_sign, build_and_encode, number=1000)
+    return Signing(sign, bare, whole, built, bitbucket.requests)
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    """Figure 8's times, seconds per call, and the HTTP requests the timed calls made."""
+
+    access_token: float
+    cache_get: float
+    http_requests: int
+
+
+def cached_access_token(shared_secret: str) -> CachedToken:
+    """``BitbucketClient.access_token()`` once its token is in Django's cache (the served
+    site's: local memory), against a bare ``cache.get`` of the same entry. The first call
+    fetches the token (one request to the stand-in Bitbucket, untimed); the timed calls
+    must make none."""
+    import httpx
+    from django.core.cache import cache
+
+    from bitbucket_install.client import BitbucketClient
+
+    bitbucket = CountingBitbucket()
+    with BitbucketClient(
+        installation(shared_secret), transport=httpx.MockTransport(bitbucket)
+    ) as client:
+        key = client._grant_call(None, None).cache_key
+        cache.delete(key)
+        if client.access_token() != bitbucket.ACCESS_TOKEN or bitbucket.requests != 1:
+            raise RuntimeError("the first access_token() did not fetch the grant once")
+        fetched = bitbucket.requests
+        ours, bare = best_of(client.access_token, lambda: cache.get(key), number=2000)
+        if client.access_token() != bitbucket.ACCESS_TOKEN:
+            raise RuntimeError("the cached access_token() returned another token")
+        made = bitbucket.requests - fetched
+    cache.delete(key)
+    return CachedToken(ours, bare, made)

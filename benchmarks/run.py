@@ -19,6 +19,19 @@ The exit status is 1 if a figure with a target fails (or a run gave an unexpecte
 4. The admin's changelist, its search (by clientKey, by principal name) and the
    callback's lookup with 1,000,000 installations against 1,000 (``benchmarks.scale``).
 5. Peak RSS of a single gunicorn worker after 10,000 callbacks against after 100.
+6. Receiving Bitbucket's signed calls, on the same gunicorn as figure 1, rounds as there:
+   6a a project's own view behind ``connect_jwt_required`` against the same view
+   unprotected (it finds the installation by the token's unverified ``iss``); 6b the
+   ``webhook`` view (a new ``X-Request-UUID`` each) against the same view unprotected
+   (``benchmarks.baseline.views``); for information, 6c both webhook views answering
+   redeliveries and 6d the protected view against one that reads no installation at all
+   (``benchmarks.receiving``).
+7. Signing one outgoing request as ``BitbucketClient`` does against a bare ``jwt.encode`` of
+   the same claims; 7b, for information, the whole preparation of the request (checks,
+   httpx request, signature) against httpx's ``build_request`` and that ``jwt.encode``.
+8. A cached ``BitbucketClient.access_token()``: no HTTP request (counted by the client's
+   transport) and under 50 microseconds a call; a bare ``cache.get`` of the same entry
+   shown beside it.
 
 ``--quick`` runs everything smaller (a smoke test of the benchmark itself, not figures to
 quote). ``--only 1,5`` measures some figures only. ``--keep`` leaves the databases.
@@ -36,10 +49,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from benchmarks import database, memory, micro, server, throughput
+from benchmarks import database, memory, micro, receiving, server, throughput
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = secrets.token_urlsafe(48)
@@ -63,6 +78,15 @@ class Sizes:
 # Figure 1, against the plain view, measures what Django's session and user cost: shown
 # for information, with no target.
 BOUND_TARGET = 0.9
+# Figure 6: what verifying Bitbucket's JWT (and, for webhooks, recording each delivery
+# once under the installation's lock) may cost a view, against the same view unprotected.
+RECEIVING_TARGET = 0.8
+# Figure 7: signing a request as the client does, against a bare jwt.encode of the claims.
+SIGNING_TARGET = 1.5
+# Figure 8: a cached access_token(), in microseconds a call (and no HTTP request at all).
+CACHED_TOKEN_BUDGET_US = 50.0
+# Figure 6: the installations the signed calls go to in turn, each with a secret of its own.
+RECEIVING_INSTALLATIONS = 100
 
 FULL = Sizes(7, 600, 150, 1_000, 1_000_000, 100, 10_000)
 QUICK = Sizes(2, 100, 30, 1_000, 20_000, 50, 300)
@@ -81,6 +105,9 @@ class Figure:
     # Figure 1: the median of each round's ratio, ours and the baseline measured one after
     # the other; steadier than the ratio of the medians when the machine's speed drifts.
     paired_ratio: float | None = None
+    # True: the target bounds ``ours`` itself (in ``unit``), not the ratio; the baseline
+    # is shown for what it explains.
+    absolute: bool = False
 
     @property
     def ratio(self) -> float:
@@ -94,9 +121,10 @@ class Figure:
             return False
         if self.target is None:
             return True
+        measured = self.ours if self.absolute else self.ratio
         if self.higher_is_better:
-            return self.ratio >= self.target
-        return self.ratio <= self.target
+            return measured >= self.target
+        return measured <= self.target
 
     def line(self) -> str:
         comparison = ">=" if self.higher_is_better else "<="
@@ -106,7 +134,12 @@ class Figure:
         if self.target is None:
             verdict = "no target  info"
         else:
-            verdict = f"target {comparison} {self.target:.2f}  {'PASS' if self.passed else 'FAIL'}"
+            bound = (
+                f"ours {comparison} {self.target:.{decimals}f} {self.unit}"
+                if self.absolute
+                else f"{comparison} {self.target:.2f}"
+            )
+            verdict = f"target {bound}  {'PASS' if self.passed else 'FAIL'}"
         text = (
             f"{self.label:<44} ours {ours:>13}  baseline {baseline:>13}  "
             f"ratio {self.ratio:5.2f}  {verdict}"
@@ -145,74 +178,95 @@ def setup_django(database_url: str) -> None:
     django.setup()
 
 
-THROUGHPUT_VIEWS = ("baseline", "bound", "ours")
+Prepare = Callable[[int], list[throughput.Call]]
 
 
-def prepare_calls(view: str, count: int) -> list[throughput.Call]:
-    if view == "baseline":
-        return throughput.prepare_baseline(count)
-    if view == "bound":
-        return throughput.prepare_bound(count)
-    return throughput.prepare_returns(count, server.SHARED_SECRET)
+@dataclass(frozen=True)
+class Rounds:
+    """Requests per second of each view in every round, and the answers that were not the
+    expected ones, per view."""
+
+    rates: dict[str, list[float]]
+    problems: dict[str, dict[str, int]]
+    note: str
+
+    def compared(
+        self, label: str, ours: str, baseline: str, target: float | None, note: str = ""
+    ) -> Figure:
+        """``ours`` against ``baseline``: the median rates, the median of the rounds'
+        ratios; invalid unless every request of both was a success."""
+        paired = statistics.median(
+            a / b for a, b in zip(self.rates[ours], self.rates[baseline], strict=True)
+        )
+        problems = {view: self.problems[view] for view in (ours, baseline) if self.problems[view]}
+        return Figure(
+            label,
+            statistics.median(self.rates[ours]),
+            statistics.median(self.rates[baseline]),
+            "req/s",
+            target,
+            higher_is_better=True,
+            note=note or self.note,
+            invalid=f"unexpected answers {problems}" if problems else "",
+            paired_ratio=paired,
+        )
 
 
-def figure_throughput(base_url: str, sizes: Sizes, workers: int, workdir: Path) -> list[Figure]:
+def measure_rounds(
+    figure: str,
+    base_url: str,
+    views: Mapping[str, Prepare],
+    sizes: Sizes,
+    workers: int,
+    workdir: Path,
+) -> Rounds:
+    """Every view's calls (made by its ``Prepare`` before they are timed) sent by
+    ``2 x workers`` client threads: a warm-up each, then ``sizes.rounds`` rounds."""
     concurrency = 2 * workers
-    rates: dict[str, list[float]] = {view: [] for view in THROUGHPUT_VIEWS}
-    problems: dict[str, int] = {}
+    names = tuple(views)
+    rates: dict[str, list[float]] = {view: [] for view in names}
+    problems: dict[str, dict[str, int]] = {view: {} for view in names}
 
-    def measured(calls: list[throughput.Call], view_rates: list[float] | None) -> None:
+    def measured(view: str, calls: list[throughput.Call], timed: bool) -> None:
         result = throughput.run_driver(base_url, calls, concurrency, workdir)
         for answer, count in result.unexpected.items():
-            problems[answer] = problems.get(answer, 0) + count
-        if view_rates is not None:
-            view_rates.append(result.per_second)
+            problems[view][answer] = problems[view].get(answer, 0) + count
+        if timed:
+            rates[view].append(result.per_second)
             progress(
                 f"  {len(calls)} requests: {result.per_second:.1f}/s, p50 {result.p50_ms:.1f} ms,"
                 f" p99 {result.p99_ms:.1f} ms, unexpected answers {result.unexpected or 0}"
             )
 
-    for view in THROUGHPUT_VIEWS:
-        measured(prepare_calls(view, sizes.warmup), None)
+    for view in names:
+        measured(view, views[view](sizes.warmup), timed=False)
     for round_number in range(1, sizes.rounds + 1):
         # Each view goes first in turn, so a drift of the machine's speed during a round
         # does not favour one of them.
-        shift = (round_number - 1) % len(THROUGHPUT_VIEWS)
-        order = THROUGHPUT_VIEWS[shift:] + THROUGHPUT_VIEWS[:shift]
-        calls = {view: prepare_calls(view, sizes.per_round) for view in order}
+        shift = (round_number - 1) % len(names)
+        order = names[shift:] + names[:shift]
+        calls = {view: views[view](sizes.per_round) for view in order}
         for view in order:
-            progress(f"figure 1, round {round_number}: {view}")
-            measured(calls[view], rates[view])
-    median = {view: statistics.median(rates[view]) for view in THROUGHPUT_VIEWS}
-
-    def paired(ours: str, baseline: str) -> float:
-        return statistics.median(a / b for a, b in zip(rates[ours], rates[baseline], strict=True))
-
+            progress(f"figure {figure}, round {round_number}: {view}")
+            measured(view, calls[view], timed=True)
     note = (
         f"{workers} workers, {concurrency} clients, {sizes.rounds} rounds: median rates,"
         " median of the rounds' ratios"
     )
-    # Every request must be a success for the figures to count.
-    invalid = f"unexpected answers {problems}" if problems else ""
+    return Rounds(rates, problems, note)
 
-    def compared(label: str, ours: str, baseline: str, target: float | None, why: str) -> Figure:
-        return Figure(
-            label,
-            median[ours],
-            median[baseline],
-            "req/s",
-            target,
-            higher_is_better=True,
-            note=why,
-            invalid=invalid,
-            paired_ratio=paired(ours, baseline),
-        )
 
+def figure_throughput(base_url: str, sizes: Sizes, workers: int, workdir: Path) -> list[Figure]:
+    views: dict[str, Prepare] = {
+        "baseline": throughput.prepare_baseline,
+        "bound": throughput.prepare_bound,
+        "ours": partial(throughput.prepare_returns, shared_secret=server.SHARED_SECRET),
+    }
+    rounds = measure_rounds("1", base_url, views, sizes, workers, workdir)
+    compared = rounds.compared
     return [
-        compared("1 callback vs update_or_create view", "ours", "baseline", None, note),
-        compared(
-            "1b callback vs that view bound to the user", "ours", "bound", BOUND_TARGET, note
-        ),
+        compared("1 callback vs update_or_create view", "ours", "baseline", None),
+        compared("1b callback vs that view bound to the user", "ours", "bound", BOUND_TARGET),
         compared(
             "1c bound view vs update_or_create view",
             "bound",
@@ -221,6 +275,104 @@ def figure_throughput(base_url: str, sizes: Sizes, workers: int, workdir: Path) 
             "what Django's session and user cost alone",
         ),
     ]
+
+
+def figure_receiving(base_url: str, sizes: Sizes, workers: int, workdir: Path) -> list[Figure]:
+    installations = receiving.create_installations(RECEIVING_INSTALLATIONS)
+
+    def view_calls(path: str) -> Prepare:
+        return partial(receiving.prepare_view_calls, path, installations=installations)
+
+    def deliveries(path: str, *, delivered: bool) -> Prepare:
+        return partial(
+            receiving.prepare_deliveries, path, installations=installations, delivered=delivered
+        )
+
+    views = {
+        "connect_jwt_required": view_calls(receiving.CONNECT_VIEW_PATH),
+        "unprotected view": view_calls(receiving.OPEN_VIEW_PATH),
+        "view without installation": view_calls(receiving.BARE_VIEW_PATH),
+        "webhook": deliveries(receiving.WEBHOOK_PATH, delivered=False),
+        "unprotected webhook": deliveries(receiving.BASELINE_WEBHOOK_PATH, delivered=False),
+        "webhook, redeliveries": deliveries(receiving.WEBHOOK_PATH, delivered=True),
+        "unprotected webhook, redeliveries": deliveries(
+            receiving.BASELINE_WEBHOOK_PATH, delivered=True
+        ),
+    }
+    rounds = measure_rounds("6", base_url, views, sizes, workers, workdir)
+    spread = f"; {RECEIVING_INSTALLATIONS} installations"
+    return [
+        rounds.compared(
+            "6a connect_jwt_required view vs unprotected",
+            "connect_jwt_required",
+            "unprotected view",
+            RECEIVING_TARGET,
+            rounds.note + spread,
+        ),
+        rounds.compared(
+            "6b webhook view vs unprotected twin",
+            "webhook",
+            "unprotected webhook",
+            RECEIVING_TARGET,
+            rounds.note + spread + "; a new X-Request-UUID each",
+        ),
+        rounds.compared(
+            "6c webhook redelivery vs unprotected twin's",
+            "webhook, redeliveries",
+            "unprotected webhook, redeliveries",
+            None,
+            "each delivery recorded beforehand: answered, not signalled again",
+        ),
+        rounds.compared(
+            "6d connect_jwt_required view vs no lookup",
+            "connect_jwt_required",
+            "view without installation",
+            None,
+            "against a view that reads no installation: the lookup and verification together",
+        ),
+    ]
+
+
+def figure_signing() -> list[Figure]:
+    signing = micro.request_signing(server.SHARED_SECRET)
+    invalid = f"{signing.http_requests} HTTP requests made" if signing.http_requests else ""
+    return [
+        Figure(
+            "7 signing a request vs jwt.encode",
+            signing.sign * 1e6,
+            signing.bare_encode * 1e6,
+            "us",
+            SIGNING_TARGET,
+            False,
+            note="the client's Authorization header against a bare jwt.encode of its claims",
+            invalid=invalid,
+        ),
+        Figure(
+            "7b request built+signed vs build+encode",
+            signing.prepare_and_sign * 1e6,
+            signing.build_and_encode * 1e6,
+            "us",
+            None,
+            False,
+            note="with the client's checks, against httpx's build_request and jwt.encode",
+            invalid=invalid,
+        ),
+    ]
+
+
+def figure_cached_token() -> Figure:
+    cached = micro.cached_access_token(server.SHARED_SECRET)
+    return Figure(
+        "8 cached access_token() vs cache.get",
+        cached.access_token * 1e6,
+        cached.cache_get * 1e6,
+        "us",
+        CACHED_TOKEN_BUDGET_US,
+        False,
+        note=f"{cached.http_requests} HTTP requests in the timed calls; local-memory cache",
+        invalid=f"{cached.http_requests} HTTP requests made" if cached.http_requests else "",
+        absolute=True,
+    )
 
 
 def figure_memory(database_url: str, sizes: Sizes, workdir: Path) -> Figure:
@@ -288,12 +440,16 @@ def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
             url = database.recreate("site")
             created.append(url)  # figures 1 and 5
             setup_django(url)
-            if "1" in only:
-                progress(f"figure 1: gunicorn with {workers} workers on PostgreSQL")
+            if only & {"1", "6"}:
+                progress(f"figures 1 and 6: gunicorn with {workers} workers on PostgreSQL")
                 with server.serve_example_project(
                     url, workers=workers, extra_env=SITE_ENV
                 ) as base:
-                    figures.extend(figure_throughput(base, sizes, workers, workdir))
+                    if "1" in only:
+                        figures.extend(figure_throughput(base, sizes, workers, workdir))
+                    if "6" in only:
+                        progress("figure 6: receiving Bitbucket's signed calls")
+                        figures.extend(figure_receiving(base, sizes, workers, workdir))
             if "2" in only:
                 progress("figure 2: JWT verification")
                 ours, bare = micro.jwt_verification(server.SHARED_SECRET)
@@ -337,9 +493,15 @@ def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
                     )
             if "5" in only:
                 progress("figure 5: memory of one worker")
-                if "1" not in only:
+                if not only & {"1", "6"}:
                     server.run_manage(url, "migrate", "--noinput", extra_env=SITE_ENV)
                 figures.append(figure_memory(url, sizes, workdir))
+            if "7" in only:
+                progress("figure 7: signing an outgoing request")
+                figures.extend(figure_signing())
+            if "8" in only:
+                progress("figure 8: a cached access token")
+                figures.append(figure_cached_token())
     finally:
         if not keep:
             from django.db import connections
@@ -350,7 +512,8 @@ def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
     print()
     for line in lines:
         print(line)
-    for figure in figures:
+    # In the order of their numbers (figure 6 is measured with figure 1, on its gunicorn).
+    for figure in sorted(figures, key=lambda figure: int(figure.label.split()[0].rstrip("abcd"))):
         print(figure.line())
     return 0 if all(figure.passed for figure in figures) else 1
 
@@ -360,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument(
-        "--only", default="1,2,3,4,5", help="the figures to measure, e.g. --only 1,5"
+        "--only", default="1,2,3,4,5,6,7,8", help="the figures to measure, e.g. --only 1,5"
     )
     options = parser.parse_args(argv)
     only = {part.strip() for part in options.only.split(",")}

@@ -1,4 +1,5 @@
-"""Figures 1 and 5: prepared return trips, and the load generator that sends them.
+"""Figures 1 and 5: prepared return trips, and the load generator that sends them (figure
+6's calls too, ``benchmarks.receiving``).
 
 What is sent (``prepare_returns``): every request of ours is a realistic *first* return
 from Bitbucket, each in a session of its own that holds a fresh flow (as the ``start``
@@ -14,8 +15,9 @@ to that user, writes the session and answers 303. Users and sessions are written
 database beforehand, so the timed part is only the requests.
 
 The load generator (``python -m benchmarks.throughput URL CALLS_JSON CONCURRENCY``) runs
-in a process of its own: CONCURRENCY threads, each sending the next call with http.client
-over loopback (a new connection per request: gunicorn's sync workers close them), and
+in a process of its own: CONCURRENCY threads, each sending the next call (its method,
+headers and body) with http.client over loopback (a new connection per request:
+gunicorn's sync workers close them), and
 prints one JSON object: requests, seconds, requests per second, latency percentiles and
 every answer that was not the expected one.
 """
@@ -31,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -45,12 +47,16 @@ TOKEN_LIFETIME = 540  # seconds; within the app's JWT_MAX_AGE (600)
 
 @dataclass(frozen=True)
 class Call:
-    """One request to send and the answer that counts as a success."""
+    """One request to send and the answer that counts as a success (``location``: the
+    ``Location`` header it must have, ``""`` for none)."""
 
     path: str
     cookie: str
     status: int
     location: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,11 @@ def drive(base_url: str, calls: list[Call], concurrency: int) -> Result:
             started = time.perf_counter()
             connection = http.client.HTTPConnection(host, port, timeout=60)
             try:
-                headers = {"Cookie": call.cookie} if call.cookie else {}
-                connection.request("GET", call.path, headers=headers)
+                headers = dict(call.headers)
+                if call.cookie:
+                    headers["Cookie"] = call.cookie
+                body = call.body.encode() if call.body else None
+                connection.request(call.method, call.path, body=body, headers=headers)
                 response = connection.getresponse()
                 response.read()
                 outcome = (response.status, response.getheader("Location", ""))
