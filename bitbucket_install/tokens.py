@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote, unquote
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
@@ -66,6 +66,14 @@ def _encode_component(value: str) -> str:
     return quote(value, safe="~")
 
 
+def _decoded(component: str) -> str:
+    """A query component decoded as ``parse_qsl`` decodes it (``+`` is a space)."""
+    # Most components are plain: skipping unquote for them halves the qsh's cost.
+    if "%" not in component and "+" not in component:
+        return component
+    return unquote(component.replace("+", " "))
+
+
 def canonical_path(path: str, base_path: str = "") -> str:
     """The request path relative to the app's base path, as the qsh wants it."""
     base_path = base_path.rstrip("/")
@@ -83,7 +91,11 @@ def canonical_query(query_string: str) -> str:
     kept = "&".join(
         part for part in query_string.split("&") if part != "jwt" and not part.startswith("jwt=")
     )
-    for name, value in parse_qsl(kept, keep_blank_values=True):
+    for part in kept.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name, value = _decoded(name), _decoded(value)
         if name != "jwt":
             values_by_name.setdefault(name, []).append(value)
     pairs = sorted(

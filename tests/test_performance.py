@@ -27,6 +27,9 @@ from django.test import Client, RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import clear_script_prefix, include, path, reverse, set_script_prefix, set_urlconf
 from django.utils import timezone, translation
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from pytest_django.fixtures import Settings
 
 from bitbucket_install import admin as installation_admin
@@ -417,6 +420,25 @@ def test_stylesheet_url_follows_static_settings() -> None:
 # --- tokens -----------------------------------------------------------------------------------
 
 
+def parsing_everything(query: str) -> str:
+    """The canonical query as parsing the whole query with ``parse_qsl`` gives it."""
+    from urllib.parse import parse_qsl
+
+    from bitbucket_install.tokens import _encode_component
+
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name != "jwt":
+            values.setdefault(name, []).append(value)
+    return "&".join(
+        f"{n}={v}"
+        for n, v in sorted(
+            (_encode_component(name), ",".join(_encode_component(x) for x in sorted(vals)))
+            for name, vals in values.items()
+        )
+    )
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -426,25 +448,23 @@ def test_stylesheet_url_follows_static_settings() -> None:
         "j%77t=escaped&a=1",  # decodes to "jwt": dropped after decoding, as before
         "jwtx=2&a=1&xjwt=3",  # other names that merely contain "jwt" stay
         "a=1&&jwt=1&b=%20",
+        "a+b=c+d&%2B=%2b&plain=1&=&x=%zz&y=%E2%82%AC%ff",  # +, escapes, bad escapes
     ],
 )
 def test_canonical_query_drops_jwt_as_parsing_everything_would(query: str) -> None:
-    from urllib.parse import parse_qsl
+    from bitbucket_install.tokens import canonical_query
 
-    from bitbucket_install.tokens import _encode_component, canonical_query
+    assert canonical_query(query) == parsing_everything(query)
 
-    values: dict[str, list[str]] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name != "jwt":
-            values.setdefault(name, []).append(value)
-    expected = "&".join(
-        f"{n}={v}"
-        for n, v in sorted(
-            (_encode_component(name), ",".join(_encode_component(x) for x in sorted(vals)))
-            for name, vals in values.items()
-        )
-    )
-    assert canonical_query(query) == expected
+
+@given(st.text(alphabet="ab=&+%2BFjwtz~é ", max_size=40))
+@hypothesis_settings(deadline=None)
+def test_canonical_query_decodes_as_parse_qsl_does(query: str) -> None:
+    # The fast path (plain components not unquoted) against parse_qsl on any mix of
+    # separators, plus signs, escapes (valid or cut short) and non-ASCII text.
+    from bitbucket_install.tokens import canonical_query
+
+    assert canonical_query(query) == parsing_everything(query)
 
 
 def test_hmac_secrets_are_checked_once_and_asymmetric_keys_still_refused() -> None:
