@@ -87,7 +87,7 @@ class Router:
                 data=body,
                 content_type="application/json",
                 secure=secure,
-                headers={k: v for k, v in (headers or {}).items() if k == "Authorization"},
+                headers={k: v for k, v in (headers or {}).items() if k != "Content-Type"},
             )
         return response.status_code, response.content
 
