@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import httpx
 import pytest
 from django.core.cache import cache
 from django.test import Client
@@ -34,7 +33,14 @@ from bitbucket_install.simulator.base import (
 )
 from bitbucket_install.tokens import encode_token
 from tests.conftest import SignalRecorder
-from tests.simulator.helpers import APP_KEY, BASE_URL, Router, grant, registered_link
+from tests.simulator.helpers import (
+    APP_KEY,
+    BASE_URL,
+    Router,
+    django_transport,
+    grant,
+    registered_link,
+)
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
@@ -610,33 +616,6 @@ def test_rate_limit_switch_never_set() -> None:
 
 
 # --- through the app's own client ----------------------------------------------------------
-
-
-def django_transport(client: Client) -> httpx.MockTransport:
-    """An httpx transport that hands each request to Django's test client."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        target = request.url.raw_path.decode("ascii")
-        headers = {
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() in ("authorization", "content-type")
-        }
-        response = client.generic(
-            request.method,
-            target,
-            request.content,
-            content_type=request.headers.get("Content-Type", ""),
-            secure=request.url.scheme == "https",
-            headers=headers,
-        )
-        return httpx.Response(
-            response.status_code,
-            headers=dict(response.items()),
-            content=response.content,
-        )
-
-    return httpx.MockTransport(handle)
 
 
 @pytest.fixture
