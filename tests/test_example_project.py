@@ -1299,3 +1299,70 @@ def test_example_settings_subscribe_to_webhooks(
 def test_make_demo_installs_the_client_extra() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "-e '.[example,client]'" in makefile
+
+
+@pytest.mark.django_db(transaction=True)
+def test_end_to_end_over_http(
+    simulator_site: None,
+    demo_tables: None,
+    live_server: Any,
+    settings: Settings,
+    client: Client,
+    django_user_model: type[User],
+    server_threads_connections: None,
+) -> None:
+    """Install through the simulator, call its API from the example's page through the
+    client, send a webhook from its console, and see it recorded: every server-to-server
+    call over real HTTP to a live server (the descriptor, the installed callback, the API
+    calls and the grant, the webhook); the browser's side in-process."""
+    base = live_server.url
+    settings.BITBUCKET_INSTALL_BASE_URL = base
+    settings.BITBUCKET_INSTALL_ADDON_KEY = None
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = base + "/bitbucket/atlassian-connect.json"
+    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
+        "key": "example-app",
+        "name": "Example app",
+        "scopes": ["account", "repository"],
+    }
+    settings.BITBUCKET_INSTALL_WEBHOOKS = ["repo:push"]
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    client.force_login(ada)
+
+    def follow(response: TestResponse) -> TestResponse:
+        parts = urlsplit(response["Location"])
+        result: TestResponse = client.get(parts.path + ("?" + parts.query if parts.query else ""))
+        return result
+
+    consent = follow(client.post("/bitbucket/install/"))
+    assert consent.status_code == 200
+    granted = client.post(
+        consent.wsgi_request.get_full_path(),
+        {"action": "grant", "workspace": "Acme", "send_jwt": "on"},
+    )
+    assert granted.status_code == 302, granted.content.decode()
+    assert follow(follow(granted)).status_code == 200
+    installation = Installation.objects.get()
+    assert installation.user == ada
+    assert installation.base_api_url == base + "/bitbucket/simulator/api"
+
+    api_page = client.get("/api/")
+    outcomes = {item["call"]: item for item in api_page.context["outcomes"]}
+    assert [item.get("error") for item in outcomes.values()] == [None] * 4
+    assert json.loads(outcomes["user"]["result"])["nickname"] == "simulated-user"
+    listed = json.loads(outcomes["repositories"]["result"])["values"]
+    assert [repo["full_name"] for repo in listed] == ["acme/website", "acme/api-service"]
+    assert json.loads(outcomes["access_token"]["result"])["length"] > 20
+
+    console = client.post(
+        "/bitbucket/simulator/console/",
+        {"action": "webhook", "client_key": installation.client_key, "event": "repo:push"},
+    )
+    assert "The site answered HTTP 204." in console.content.decode()
+    delivery = ReceivedWebhook.objects.get()
+    assert (delivery.client_key, delivery.event) == (installation.client_key, "repo:push")
+    assert delivery.payload["data"]["repository"]["full_name"] == "acme/website"
+    page = client.get("/webhooks/")
+    assert [item.event for item in page.context["deliveries"]] == ["repo:push"]
+    assert "acme/website" in page.content.decode()
+    ReceivedWebhook.objects.all().delete()
