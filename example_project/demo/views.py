@@ -78,7 +78,11 @@ def _outcome(call: str, label: str, work: Callable[[], Any]) -> dict[str, Any]:
     except httpx.HTTPError as error:
         shown = gettext("No answer: %(why)s") % {"why": type(error).__name__}
     else:
-        return {"call": call, "label": label, "result": json.dumps(result, indent=2, ensure_ascii=False)}
+        return {
+            "call": call,
+            "label": label,
+            "result": json.dumps(result, indent=2, ensure_ascii=False),
+        }
     return {"call": call, "label": label, "error": shown}
 
 
