@@ -460,6 +460,20 @@ def test_property_with_a_bad_token_is_not_stored(client: Client) -> None:
 # --- the JWT grant -----------------------------------------------------------------------
 
 
+@pytest.fixture
+def issued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Every access token the grant issues during the test (its arguments)."""
+    calls: list[tuple[Any, ...]] = []
+    issue = state.issue_access_token
+
+    def recording(*args: Any) -> str:
+        calls.append(args)
+        return issue(*args)
+
+    monkeypatch.setattr(state, "issue_access_token", recording)
+    return calls
+
+
 def _grant(
     client: Client,
     form: dict[str, str] | None = None,
@@ -479,9 +493,12 @@ def _grant(
     return response
 
 
-def test_grant_gives_an_access_token_used_as_bearer(client: Client) -> None:
+def test_grant_gives_an_access_token_used_as_bearer(
+    client: Client, issued: list[tuple[Any, ...]]
+) -> None:
     response = _grant(client)
     assert response.status_code == 200
+    assert issued == [(CLIENT_KEY, SCOPES, None, 3600)]
     data = response.json()
     assert set(data) == {"access_token", "scopes", "expires_in", "token_type", "state"}
     assert data["scopes"] == "account repository"
@@ -523,11 +540,20 @@ def test_grant_scopes_may_be_comma_separated(client: Client) -> None:
         ),
     ],
 )
-def test_grant_refusals(client: Client, form: dict[str, str], status: int, error: str) -> None:
+def test_grant_refusals(
+    client: Client,
+    issued: list[tuple[Any, ...]],
+    sent_signals: SignalRecorder,
+    form: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
     response = _grant(client, form)
     assert response.status_code == status
     assert response.json()["error"] == error
     assert response.json()["error_description"]
+    assert issued == []
+    assert sent_signals.none_sent
 
 
 @pytest.mark.parametrize(
@@ -552,10 +578,19 @@ def test_grant_refusals(client: Client, form: dict[str, str], status: int, error
         (lambda: "", "invalid_client"),
     ],
 )
-def test_grant_refuses_bad_tokens(client: Client, authorization: Any, error: str) -> None:
+def test_grant_refuses_bad_tokens(
+    client: Client,
+    issued: list[tuple[Any, ...]],
+    sent_signals: SignalRecorder,
+    authorization: Any,
+    error: str,
+) -> None:
     response = _grant(client, authorization=authorization())
     assert response.status_code == 401
     assert response.json()["error"] == error
+    assert issued == []
+    assert sent_signals.none_sent
+    assert not Installation.objects.exists()
 
 
 def test_grant_with_the_form_folded_into_the_qsh_is_refused_and_said(
@@ -723,16 +758,16 @@ def test_off_everything_is_404(
 
 
 def test_views_check_the_switch_themselves(settings: Settings, rf: Any) -> None:
+    """Behind the URL dispatchers' own check, each view checks the switch again."""
     from django.http import Http404
 
     from bitbucket_install.simulator.api import simulated_api_view, simulated_grant_view
 
     settings.BITBUCKET_INSTALL_SIMULATOR = False
-    for view in (simulated_api_view, simulated_grant_view):
-        with pytest.raises(Http404):
-            view(rf.post("/"), api_path="2.0/user") if view is simulated_api_view else view(
-                rf.post("/")
-            )
+    with pytest.raises(Http404):
+        simulated_api_view(rf.get(API + "/2.0/user"), api_path="2.0/user")
+    with pytest.raises(Http404):
+        simulated_grant_view(rf.post(GRANT))
 
 
 @pytest.fixture(autouse=True)
