@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -54,7 +54,8 @@ from bitbucket_install.verification import printable
 
 logger = logging.getLogger("bitbucket_install")
 
-# Bitbucket documents neither; these are those of the app's own checks' defaults.
+# Bitbucket documents neither: the leeway is the app's own default, and the longest
+# lifetime generous (clients sign for 3 to 30 minutes), since Bitbucket states no maximum.
 TOKEN_LEEWAY = 30
 TOKEN_MAX_AGE = 60 * 60
 # "The Token Expires in an Hour" (api.md: reports disagree between one and two hours).
@@ -121,10 +122,9 @@ def _credentials(request: HttpRequest) -> tuple[str, str]:
 @dataclass(frozen=True)
 class Caller:
     """Who makes an API call: an installation, by its JWT or by an access token (which may
-    be limited to one repository)."""
+    be limited to one repository: ``repository``)."""
 
     installation: state.SimulatedInstallation
-    by_jwt: bool
     repository: str | None = None
 
     @property
@@ -138,7 +138,7 @@ def authenticated(request: HttpRequest, *, jwt_only: bool) -> Caller:
     if scheme == "JWT" and credential:
         try:
             qsh = this_request_qsh(request, api_base_path())
-            return Caller(verified_installation(credential, qsh), by_jwt=True)
+            return Caller(verified_installation(credential, qsh))
         except TokenError as error:
             logger.warning("simulated API refused a JWT: reason=%s", error.reason)
             raise Refused(401, "Unauthorized", f"The JWT was refused ({error.reason}).") from error
@@ -147,7 +147,7 @@ def authenticated(request: HttpRequest, *, jwt_only: bool) -> Caller:
         found = state.installation(holder[0]) if holder is not None else None
         if holder is None or found is None or found.deleted:
             raise Refused(401, "Unauthorized", "The access token is unknown or expired.")
-        return Caller(found, by_jwt=False, repository=holder[1])
+        return Caller(found, repository=holder[1])
     if jwt_only:
         raise Refused(401, "Unauthorized", "This endpoint only supports JWT authentication.")
     raise Refused(401, "Unauthorized", "Send Authorization: JWT or Bearer.")
@@ -223,33 +223,14 @@ def put_addon(request: HttpRequest, caller: Caller, params: dict[str, str]) -> H
     except (ValueError, RecursionError) as error:
         raise Refused(400, str(error) if isinstance(error, ValueError) else "Bad body.") from error
     if scopes is not None:
-        installation = caller.installation
-        state.save_installation(
-            state.SimulatedInstallation(
-                installation.client_key,
-                installation.shared_secret,
-                installation.app_key,
-                installation.workspace,
-                scopes,
-            )
-        )
+        state.save_installation(replace(caller.installation, scopes=scopes))
     return _no_content()
 
 
 def delete_addon(request: HttpRequest, caller: Caller, params: dict[str, str]) -> HttpResponse:
     """Delete the installation: its tokens are refused from now on. No ``uninstalled``
     callback is sent (whether Bitbucket sends one is not known)."""
-    installation = caller.installation
-    state.save_installation(
-        state.SimulatedInstallation(
-            installation.client_key,
-            installation.shared_secret,
-            installation.app_key,
-            installation.workspace,
-            installation.scopes,
-            deleted=True,
-        )
-    )
+    state.save_installation(replace(caller.installation, deleted=True))
     return _no_content()
 
 
