@@ -8,6 +8,7 @@ horizontal overflow, no serious axe-core violation; screenshots in artifacts/bro
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -35,13 +36,17 @@ WORKSPACE = "Simulated API workspace"
 CONSOLE_PATH = "/bitbucket/simulator/console/"
 
 
-def check_page(page: Page, steps: Steps, name: str) -> None:
-    """Styled, no overflow, screenshots and no blocking axe violation at both widths."""
+def check_page(page: Page, steps: Steps, images: Path, name: str) -> None:
+    """Styled, no overflow, screenshots (the docs' too) and no blocking axe violation at
+    both widths."""
     assert_styled(page)
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": HEIGHT})
         assert_no_horizontal_overflow(page)
         steps.shot(page, f"{name}-{width}")
+        page.screenshot(
+            path=str(images / f"{name}-{width}.png"), full_page=True, animations="disabled"
+        )
         results: dict[str, Any] = Axe().run(page).response
         (steps.directory / f"axe-{name}-{width}.json").write_text(json.dumps(results, indent=2))
         assert results["passes"]
@@ -51,7 +56,7 @@ def check_page(page: Page, steps: Steps, name: str) -> None:
 
 
 def test_install_call_the_api_send_a_webhook_and_see_it(
-    contexts: Contexts, demo_server: DemoServer, steps: Steps
+    contexts: Contexts, demo_server: DemoServer, steps: Steps, readme_images: Path
 ) -> None:
     page = contexts.new().new_page()
     log_in(page, demo_server)
@@ -73,7 +78,7 @@ def test_install_call_the_api_send_a_webhook_and_see_it(
     )
     expect(page.locator("#call-access_token pre")).to_contain_text('"length"')
     expect(page.locator("#api-calls [role=alert]")).to_have_count(0)
-    check_page(page, steps, "api")
+    check_page(page, steps, readme_images, "example-api")
 
     # The console: a signed repo:push to the site's webhook view, and its answer.
     page.goto(CONSOLE_PATH)
@@ -86,7 +91,7 @@ def test_install_call_the_api_send_a_webhook_and_see_it(
     expect(page.locator("#webhook-result")).to_contain_text("The site answered HTTP 204.")
     expect(page.locator("#sent-event")).to_have_text("repo:push")
     request_uuid = page.locator("#sent-request-uuid").inner_text()
-    check_page(page, steps, "console")
+    check_page(page, steps, readme_images, "simulator-console")
 
     # The 429 switch, set and shown (the API tests check what it does to calls).
     page.locator("#calls").fill("2")
@@ -109,4 +114,4 @@ def test_install_call_the_api_send_a_webhook_and_see_it(
     expect(deliveries.locator(".demo-event")).to_have_text("repo:push")
     expect(deliveries.locator("pre")).to_contain_text("simulated-api-workspace/website")
     expect(page.locator("#console-link")).to_have_attribute("href", CONSOLE_PATH)
-    check_page(page, steps, "webhooks")
+    check_page(page, steps, readme_images, "example-webhooks")
