@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 MUTATION_STAMP := $(VENV)/.installed-mutation
 # make demo and make docs need only a part of the toolchain: each has a stamp of its own.
-DEMO_STAMP := $(VENV)/.installed-demo
+# (-client: the demo's API page needs the [client] extra too; a new stamp installs it.)
+DEMO_STAMP := $(VENV)/.installed-demo-client
 DOCS_STAMP := $(VENV)/.installed-docs
 # make load: how long and how many concurrent clients (see benchmarks/load.py).
 SECONDS ?= 60
@@ -31,12 +32,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres,browser,lint,example]'
 	touch $(STAMP)
 
-# The demo: the app and the example project's one extra dependency (django-environ), not
-# the test and lint toolchain. A venv made by $(STAMP) has them already.
+# The demo: the app, the example project's extra dependency (django-environ) and the API
+# client's (httpx, for its API page), not the test and lint toolchain.
 $(DEMO_STAMP): setup.cfg pyproject.toml
 	@echo "make demo: installing the app and the example project into $(VENV) (first run only)..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[example]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[example,client]'
 	@touch $(DEMO_STAMP)
 
 $(DOCS_STAMP): setup.cfg pyproject.toml

@@ -27,6 +27,39 @@ def simulator(request: HttpRequest) -> HttpResponseBase:
     return simulator_view(request)
 
 
+# The simulated Bitbucket's JWT grant and API, and its console: each imported only when on.
+# The API and the grant answer calls signed with a token, as Bitbucket's do (no CSRF, no
+# login); the console is a page of its own, CSRF-protected in its view.
+@login_not_required
+@csrf_exempt
+def simulator_grant(request: HttpRequest) -> HttpResponseBase:
+    if not app_settings.SIMULATOR:
+        raise Http404("The Bitbucket simulator is off.")
+    from bitbucket_install.simulator.api import simulated_grant_view
+
+    return simulated_grant_view(request)
+
+
+@login_not_required
+@csrf_exempt
+def simulator_api(request: HttpRequest, api_path: str = "") -> HttpResponseBase:
+    if not app_settings.SIMULATOR:
+        raise Http404("The Bitbucket simulator is off.")
+    from bitbucket_install.simulator.api import simulated_api_view
+
+    return simulated_api_view(request, api_path=api_path)
+
+
+@login_not_required
+@csrf_exempt
+def simulator_console(request: HttpRequest) -> HttpResponseBase:
+    if not app_settings.SIMULATOR:
+        raise Http404("The Bitbucket simulator is off.")
+    from bitbucket_install.simulator.console import console_view
+
+    return console_view(request)
+
+
 urlpatterns = [
     path("install/", views.StartView.as_view(), name="start"),
     path("callback/", views.CallbackView.as_view(), name="callback"),
@@ -38,4 +71,9 @@ urlpatterns = [
     path("uninstalled", UninstalledView.as_view(), name="uninstalled"),
     path("webhook", WebhookView.as_view(), name="webhook"),
     path("simulator/authorize/", simulator, name="simulator"),
+    path("simulator/console/", simulator_console, name="simulator_console"),
+    path("simulator/site/oauth2/access_token", simulator_grant, name="simulator_grant"),
+    # One name, two patterns: reversed without arguments it is the API base (baseApiUrl).
+    path("simulator/api/", simulator_api, name="simulator_api"),
+    path("simulator/api/<path:api_path>", simulator_api, name="simulator_api"),
 ]

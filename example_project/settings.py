@@ -181,6 +181,13 @@ BITBUCKET_INSTALL_AUTHORIZE_URL = env.str("BITBUCKET_INSTALL_AUTHORIZE_URL", def
 )
 BITBUCKET_INSTALL_SUCCESS_URL = env.str("BITBUCKET_INSTALL_SUCCESS_URL", default="") or None
 BITBUCKET_INSTALL_FAILURE_URL = env.str("BITBUCKET_INSTALL_FAILURE_URL", default="") or None
+# The events the descriptor subscribes the webhook view to; the demo's receiver records
+# each delivery (the /webhooks/ page), and the simulator's console sends them.
+BITBUCKET_INSTALL_WEBHOOKS = env.list(
+    "BITBUCKET_INSTALL_WEBHOOKS", default=["repo:push", "pullrequest:created"]
+)
+# A page of the example waits out a 429 of Bitbucket's for a few seconds at most.
+BITBUCKET_INSTALL_API_MAX_RETRY_WAIT = env.int("BITBUCKET_INSTALL_API_MAX_RETRY_WAIT", default=5)
 BITBUCKET_INSTALL_DESCRIPTOR = {
     "key": BITBUCKET_INSTALL_ADDON_KEY or DEMO_APP_KEY,
     "name": env.str("DEMO_APP_NAME", default="Example app"),

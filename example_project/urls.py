@@ -1,4 +1,5 @@
-"""URLs of the example project: the site's pages, the admin and the app under /bitbucket/."""
+"""URLs of the example project: the site's pages (home, installations, the API page, the
+webhooks received), the admin and the app under /bitbucket/."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from example_project.demo import views
 urlpatterns = [
     path("", views.HomeView.as_view(), name="home"),
     path("installations/", views.InstallationListView.as_view(), name="installations"),
+    path("api/", views.APIView.as_view(), name="api"),
+    path("webhooks/", views.WebhookListView.as_view(), name="webhooks"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="registration/login.html"),

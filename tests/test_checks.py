@@ -880,9 +880,11 @@ def test_app_url_names_are_the_app_urls() -> None:
     from bitbucket_install import urls
 
     names = {pattern.name for pattern in urls.urlpatterns}
-    # The simulator's page is only needed with the simulator on (AUTHORIZE_URL falls back);
-    # the flow's callback takes an argument and comes with the plain one.
-    assert set(checks.APP_URL_NAMES) == names - {"simulator", "callback_flow"}
+    # The simulator's pages (authorize, console, its API and grant) are only needed with the
+    # simulator on (AUTHORIZE_URL falls back); the flow's callback takes an argument and
+    # comes with the plain one.
+    simulator = {"simulator", "simulator_console", "simulator_api", "simulator_grant"}
+    assert set(checks.APP_URL_NAMES) == names - simulator - {"callback_flow"}
 
 
 def webhook_messages(value: object) -> list[str]:

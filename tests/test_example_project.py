@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import environ
+import httpx
 import pytest
 from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
@@ -38,29 +39,37 @@ from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from bitbucket_install.client import BitbucketClient
 from bitbucket_install.flow import flow_hash
 from bitbucket_install.models import Installation
-from bitbucket_install.signals import install_failed, installed
+from bitbucket_install.signals import install_failed, installed, webhook_received
+from bitbucket_install.simulator import state as simulator_state
 from bitbucket_install.simulator import transport as simulator_transport
 from example_project import local_secrets
 from example_project.demo import receivers
+from example_project.demo import views as demo_views
 from example_project.demo.management.commands import demo as demo_command
+from example_project.demo.models import ReceivedWebhook
 from tests.callback_helpers import flow_ids, redirect_path
-from tests.simulator.helpers import Router
+from tests.simulator.helpers import Router, django_transport
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as TestResponse
 
 INSTALLED_UID = "example_project.demo.receivers.announce_installed"
 FAILED_UID = "example_project.demo.receivers.announce_install_failed"
+WEBHOOK_UID = "example_project.demo.receivers.record_webhook"
 # Importing the receivers connected them; they are connected only inside ``example_site``,
 # so the rest of the suite never runs the example's receivers.
 installed.disconnect(dispatch_uid=INSTALLED_UID)
 install_failed.disconnect(dispatch_uid=FAILED_UID)
+webhook_received.disconnect(dispatch_uid=WEBHOOK_UID)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example_project"
@@ -352,9 +361,11 @@ def example_site(settings: Settings) -> Iterator[None]:
     settings.LOGOUT_REDIRECT_URL = "home"
     installed.connect(receivers.announce_installed, dispatch_uid=INSTALLED_UID)
     install_failed.connect(receivers.announce_install_failed, dispatch_uid=FAILED_UID)
+    webhook_received.connect(receivers.record_webhook, dispatch_uid=WEBHOOK_UID)
     yield
     installed.disconnect(dispatch_uid=INSTALLED_UID)
     install_failed.disconnect(dispatch_uid=FAILED_UID)
+    webhook_received.disconnect(dispatch_uid=WEBHOOK_UID)
 
 
 @pytest.mark.parametrize(
@@ -370,6 +381,9 @@ def example_site(settings: Settings) -> Iterator[None]:
         ("bitbucket_install:callback", "/bitbucket/callback/"),
         ("bitbucket_install:descriptor", "/bitbucket/atlassian-connect.json"),
         ("bitbucket_install:simulator", "/bitbucket/simulator/authorize/"),
+        ("bitbucket_install:simulator_console", "/bitbucket/simulator/console/"),
+        ("api", "/api/"),
+        ("webhooks", "/webhooks/"),
     ],
 )
 def test_example_urls_resolve(example_site: None, name: str, path: str) -> None:
@@ -1015,3 +1029,340 @@ def test_app_templates_strings_are_in_the_catalogue() -> None:
         found |= set(re.findall(r'{% translate "([^"]+)" %}', template.read_text()))
     assert found
     assert found <= set(entries)
+
+
+# --- the API and webhooks pages -------------------------------------------------------------
+
+SIMULATED_API = "https://app.example.com/bitbucket/simulator/api"
+SIMULATED_SECRET = "simulated-secret-of-the-example-0123456789"
+
+
+@pytest.fixture(scope="module")
+def demo_tables(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The example's own table, made outside any test's transaction (the suite's settings
+    do not install the example's app, so its migration never runs here)."""
+    with django_db_blocker.unblock(), connection.schema_editor() as editor:
+        editor.create_model(ReceivedWebhook)
+    yield
+    with django_db_blocker.unblock(), connection.schema_editor() as editor:
+        editor.delete_model(ReceivedWebhook)
+
+
+@pytest.fixture
+def simulator_site(example_site: None, settings: Settings) -> Iterator[None]:
+    settings.DEBUG = True
+    settings.BITBUCKET_INSTALL_SIMULATOR = True
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def simulated_installation(
+    user: User, client_key: str = "connection:77", **fields: Any
+) -> Installation:
+    """An installation the simulator knows, connected to ``user``."""
+    simulator_state.remember_install(
+        "install:" + client_key,
+        client_key,
+        SIMULATED_SECRET,
+        app_key="example-app",
+        workspace="Acme",
+        scopes=("account", "repository"),
+    )
+    values: dict[str, Any] = {
+        "client_key": client_key,
+        "addon_key": "example-app",
+        "shared_secret": SIMULATED_SECRET,
+        "base_url": "https://app.example.com/bitbucket/simulator",
+        "base_api_url": SIMULATED_API,
+        "principal_name": "Acme",
+        "user": user,
+        **fields,
+    }
+    installation: Installation = Installation.objects.create(**values)
+    return installation
+
+
+def route_client(monkeypatch: pytest.MonkeyPatch, transport: httpx.BaseTransport) -> None:
+    """The API page's client sends through ``transport`` instead of the network."""
+
+    def client(installation: Installation) -> BitbucketClient:
+        return BitbucketClient(installation, transport=transport)
+
+    monkeypatch.setattr(demo_views, "BitbucketClient", client)
+
+
+@pytest.mark.parametrize("path", ["/api/", "/webhooks/"])
+def test_api_and_webhooks_pages_require_login(
+    example_site: None, client: Client, path: str
+) -> None:
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"] == f"/accounts/login/?next={path}"
+
+
+@pytest.mark.django_db
+def test_api_page_without_an_installation(
+    simulator_site: None, client: Client, django_user_model: type[User]
+) -> None:
+    client.force_login(django_user_model.objects.create_user("ada", password="pw-ada-123"))
+    response = client.get("/api/")
+    assert response.status_code == 200
+    assert 'id="no-installation"' in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_api_page_calls_the_simulated_api(
+    simulator_site: None,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    django_user_model: type[User],
+) -> None:
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    installation = simulated_installation(ada)
+    route_client(monkeypatch, django_transport(Client()))
+    client.force_login(ada)
+    response = client.get("/api/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert installation.client_key in html
+    outcomes = {item["call"]: item for item in response.context["outcomes"]}
+    assert list(outcomes) == ["user", "workspaces", "repositories", "access_token"]
+    assert all("error" not in item for item in outcomes.values())
+    assert json.loads(outcomes["user"]["result"])["display_name"] == "Simulated user"
+    assert json.loads(outcomes["workspaces"]["result"])["values"][0]["slug"] == "acme"
+    repositories = json.loads(outcomes["repositories"]["result"])
+    assert [repo["full_name"] for repo in repositories["values"]] == [
+        "acme/website",
+        "acme/api-service",
+    ]
+    token = json.loads(outcomes["access_token"]["result"])
+    assert token["access_token"].endswith("…")
+    assert token["length"] > 20
+    assert "Simulated user" in html
+    assert "acme/website" in html
+
+
+@pytest.mark.django_db
+def test_api_page_shows_errors_nicely(
+    simulator_site: None,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    django_user_model: type[User],
+) -> None:
+    """A refused token, a 429 that outlasts the retries, another error status, a refusal
+    to send, no answer at all: each said in words, the other calls still made."""
+    settings.BITBUCKET_INSTALL_API_RETRIES = 0
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    simulated_installation(ada)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/2.0/user"):
+            return httpx.Response(
+                401, json={"type": "error", "error": {"message": "Unauthorized"}}
+            )
+        if path.endswith("/2.0/workspaces"):
+            return httpx.Response(429, text="Rate limit for this resource has been exceeded")
+        if "/2.0/repositories/" in path:
+            return httpx.Response(500, text="<html>Oops</html>")
+        raise httpx.ConnectError("refused", request=request)
+
+    route_client(monkeypatch, httpx.MockTransport(answer))
+    client.force_login(ada)
+    response = client.get("/api/")
+    errors = [item.get("error") for item in response.context["outcomes"]]
+    assert errors == [
+        "Bitbucket refused the token (HTTP 401): Unauthorized",
+        "Rate limited (HTTP 429), the retries given up: "
+        "Rate limit for this resource has been exceeded",
+        "Bitbucket answered HTTP 500: <html>Oops</html>",
+        "No answer: ConnectError",
+    ]
+    html = response.content.decode()
+    assert "&lt;html&gt;Oops&lt;/html&gt;" in html
+    assert "<html>Oops" not in html
+    assert html.count('role="alert"') == 4
+
+
+@pytest.mark.django_db
+def test_api_page_refuses_to_send_off_the_origins(
+    simulator_site: None, client: Client, django_user_model: type[User]
+) -> None:
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    simulated_installation(
+        ada, base_api_url="https://elsewhere.example.net", base_url="https://elsewhere.example.net"
+    )
+    client.force_login(ada)
+    response = client.get("/api/")
+    errors = [item["error"] for item in response.context["outcomes"]]
+    assert len(errors) == 4
+    assert all(error.startswith("Not sent: ") for error in errors)
+
+
+@pytest.mark.django_db
+def test_api_page_chooses_among_the_users_installations_only(
+    simulator_site: None,
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    django_user_model: type[User],
+) -> None:
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    bob = django_user_model.objects.create_user("bob", password="pw-bob-123")
+    first = simulated_installation(ada, "connection:1", principal_name="First")
+    second = simulated_installation(ada, "connection:2", principal_name="Second")
+    bobs = simulated_installation(bob, "connection:3", principal_name="Bob's")
+    simulated_installation(ada, "connection:4", uninstalled_at=timezone.now())
+    route_client(monkeypatch, django_transport(Client()))
+    client.force_login(ada)
+    assert client.get("/api/").context["installation"] == second  # the most recent
+    assert client.get(f"/api/?installation={first.pk}").context["installation"] == first
+    # Another user's installation is never called: the page falls back to nothing.
+    response = client.get(f"/api/?installation={bobs.pk}")
+    assert response.context["installation"] is None
+    assert 'id="no-installation"' in response.content.decode()
+    assert client.get("/api/?installation=x").context["installation"] == second
+    html = client.get("/api/").content.decode()
+    assert 'id="choose-installation"' in html
+    assert "Bob&#x27;s" not in html
+
+
+@pytest.mark.django_db
+def test_the_receiver_records_each_signalled_delivery(
+    example_site: None, demo_tables: None, django_user_model: type[User]
+) -> None:
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    installation = Installation.objects.create(
+        client_key="connection:5", principal_name="Acme", user=ada
+    )
+    webhook_received.send(
+        Installation,
+        installation=installation,
+        event="repo:push",
+        payload={"a": [1]},
+        request=None,
+    )
+    delivery = ReceivedWebhook.objects.get()
+    assert (delivery.client_key, delivery.workspace, delivery.event) == (
+        "connection:5",
+        "Acme",
+        "repo:push",
+    )
+    assert delivery.payload == {"a": [1]}
+    assert str(delivery) == "repo:push (connection:5)"
+
+
+@pytest.mark.django_db
+def test_webhooks_page_lists_only_the_users_deliveries(
+    simulator_site: None, demo_tables: None, client: Client, django_user_model: type[User]
+) -> None:
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    bob = django_user_model.objects.create_user("bob", password="pw-bob-123")
+    Installation.objects.create(client_key="connection:1", user=ada)
+    Installation.objects.create(client_key="connection:2", user=bob)
+    ReceivedWebhook.objects.create(
+        client_key="connection:1", workspace="Acme", event="repo:push", payload={"n": "<b>"}
+    )
+    ReceivedWebhook.objects.create(
+        client_key="connection:2", event="pullrequest:created", payload={}
+    )
+    client.force_login(ada)
+    response = client.get("/webhooks/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert [d.event for d in response.context["deliveries"]] == ["repo:push"]
+    assert "repo:push" in html
+    assert "pullrequest:created" not in html
+    assert "&lt;b&gt;" in html
+    assert 'href="/bitbucket/simulator/console/"' in html
+
+
+@pytest.mark.django_db
+def test_webhooks_page_without_deliveries_or_simulator(
+    example_site: None, demo_tables: None, client: Client, django_user_model: type[User]
+) -> None:
+    client.force_login(django_user_model.objects.create_user("ada", password="pw-ada-123"))
+    html = client.get("/webhooks/").content.decode()
+    assert 'id="no-deliveries"' in html
+    assert 'id="console-link"' not in html
+
+
+def test_example_settings_subscribe_to_webhooks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    loaded = load_settings(monkeypatch, tmp_path, "", DEBUG="on")
+    assert loaded.BITBUCKET_INSTALL_WEBHOOKS == ["repo:push", "pullrequest:created"]
+    assert loaded.BITBUCKET_INSTALL_API_MAX_RETRY_WAIT == 5
+
+
+def test_make_demo_installs_the_client_extra() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[example,client]'" in makefile
+
+
+@pytest.mark.django_db(transaction=True)
+def test_end_to_end_over_http(
+    simulator_site: None,
+    demo_tables: None,
+    live_server: Any,
+    settings: Settings,
+    client: Client,
+    django_user_model: type[User],
+    server_threads_connections: None,
+) -> None:
+    """Install through the simulator, call its API from the example's page through the
+    client, send a webhook from its console, and see it recorded: every server-to-server
+    call over real HTTP to a live server (the descriptor, the installed callback, the API
+    calls and the grant, the webhook); the browser's side in-process."""
+    base = live_server.url
+    settings.BITBUCKET_INSTALL_BASE_URL = base
+    settings.BITBUCKET_INSTALL_ADDON_KEY = None
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = base + "/bitbucket/atlassian-connect.json"
+    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
+        "key": "example-app",
+        "name": "Example app",
+        "scopes": ["account", "repository"],
+    }
+    settings.BITBUCKET_INSTALL_WEBHOOKS = ["repo:push"]
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    client.force_login(ada)
+
+    def follow(response: TestResponse) -> TestResponse:
+        parts = urlsplit(response["Location"])
+        result: TestResponse = client.get(parts.path + ("?" + parts.query if parts.query else ""))
+        return result
+
+    consent = follow(client.post("/bitbucket/install/"))
+    assert consent.status_code == 200
+    granted = client.post(
+        consent.wsgi_request.get_full_path(),
+        {"action": "grant", "workspace": "Acme", "send_jwt": "on"},
+    )
+    assert granted.status_code == 302, granted.content.decode()
+    assert follow(follow(granted)).status_code == 200
+    installation = Installation.objects.get()
+    assert installation.user == ada
+    assert installation.base_api_url == base + "/bitbucket/simulator/api"
+
+    api_page = client.get("/api/")
+    outcomes = {item["call"]: item for item in api_page.context["outcomes"]}
+    assert [item.get("error") for item in outcomes.values()] == [None] * 4
+    assert json.loads(outcomes["user"]["result"])["nickname"] == "simulated-user"
+    listed = json.loads(outcomes["repositories"]["result"])["values"]
+    assert [repo["full_name"] for repo in listed] == ["acme/website", "acme/api-service"]
+    assert json.loads(outcomes["access_token"]["result"])["length"] > 20
+
+    console = client.post(
+        "/bitbucket/simulator/console/",
+        {"action": "webhook", "client_key": installation.client_key, "event": "repo:push"},
+    )
+    assert "The site answered HTTP 204." in console.content.decode()
+    delivery = ReceivedWebhook.objects.get()
+    assert (delivery.client_key, delivery.event) == (installation.client_key, "repo:push")
+    assert delivery.payload["data"]["repository"]["full_name"] == "acme/website"
+    page = client.get("/webhooks/")
+    assert [item.event for item in page.context["deliveries"]] == ["repo:push"]
+    assert "acme/website" in page.content.decode()
+    ReceivedWebhook.objects.all().delete()

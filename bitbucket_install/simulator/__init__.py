@@ -1,10 +1,13 @@
-"""The development simulator: a stand-in for Bitbucket's authorize page.
+"""The development simulator: a stand-in for Bitbucket's authorize page, and for as much
+of Bitbucket as the installations it makes need (the JWT grant and part of the API), with a
+console that sends the site signed webhooks.
 
 It runs only when ``DEBUG`` is on *and* ``BITBUCKET_INSTALL_SIMULATOR`` is ``True``
-(``app_settings.SIMULATOR``); otherwise its URL answers 404. No production module imports
-this package: the URL goes to a small dispatcher in ``bitbucket_install.urls`` that imports
-:mod:`.views` only once it knows the simulator is on. With the simulator on and no
-``BITBUCKET_INSTALL_AUTHORIZE_URL``, the install button points at it.
+(``app_settings.SIMULATOR``); otherwise its URLs answer 404. No production module imports
+this package: each of its URLs goes to a small dispatcher in ``bitbucket_install.urls``
+that imports :mod:`.views`, :mod:`.api` or :mod:`.console` only once it knows the
+simulator is on. With the simulator on and no ``BITBUCKET_INSTALL_AUTHORIZE_URL``, the
+install button points at it.
 
 What it does, as Bitbucket does:
 
@@ -50,7 +53,13 @@ cache (:mod:`.state`). LocMemCache is enough for ``runserver`` but forgets on re
 persistent cache keeps re-installs signed across restarts, in step with the app's own
 database.
 
-Modules: :mod:`.base` (pure: link parameters, descriptor and URL checks, workspaces,
-payloads, signing; it imports none of the others), :mod:`.transport` (the one HTTP
-function, which tests replace), :mod:`.state` (the cache), :mod:`.views` (the page).
+The installations it makes get ``baseUrl`` and ``baseApiUrl`` on this site, where
+:mod:`.api` serves the JWT grant and ``/2.0/...``, verifying every token as Bitbucket does
+(against the secrets the simulator handed out, not the app's database); :mod:`.console`
+sends webhooks only to this site's own ``webhook`` view and sets the 429 switch.
+
+Modules: :mod:`.base` (pure: link parameters, descriptor and URL checks, workspaces and
+repositories, payloads, signing, the API's answer shapes; it imports none of the others),
+:mod:`.transport` (the one HTTP function, which tests replace), :mod:`.state` (the cache),
+:mod:`.views` (the authorize page), :mod:`.api` (the simulated API), :mod:`.console`.
 """

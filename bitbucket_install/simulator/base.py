@@ -1,12 +1,14 @@
 """The simulator's pure part: the install link's parameters, the checks of a descriptor and
-of every URL the simulator would connect or redirect to, workspaces, the lifecycle payload
-and the tokens it signs.
+of every URL the simulator would connect or redirect to, workspaces and their repositories,
+the lifecycle payload and the tokens it signs, and the shapes of its simulated API's answers
+(objects, pages, errors, application-property addresses) and webhook deliveries.
 
 No Django here, and no import of the simulator's other modules: they import this one.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,7 +17,11 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from bitbucket_install.authorize import ADDON_KEY_PATTERN, _split, is_loopback, is_under
-from bitbucket_install.identifiers import clean_display_text, origin
+from bitbucket_install.identifiers import (
+    CLIENT_KEY_PATTERN,
+    clean_display_text,
+    origin,
+)
 from bitbucket_install.tokens import encode_token
 
 KNOWN_ERRORS = ("access_denied", "invalid_descriptor", "invalid_request", "server_error")
@@ -33,6 +39,25 @@ SIMULATED_USER = {
     "display_name": "Simulated user",
     "nickname": "simulated-user",
 }
+# The repositories every simulated workspace has: enough to list, and to hang properties on.
+REPOSITORY_SLUGS = ("website", "api-service")
+# Bitbucket's 429, word for word: text/plain, and no Retry-After.
+RATE_LIMIT_MESSAGE = "Rate limit for this resource has been exceeded"
+# Application properties: Atlassian's rule for a property's (and an app key's) name.
+PROPERTY_NAME_PATTERN = re.compile(r"[-_a-zA-Z0-9]{1,255}")
+_SEGMENT = r"(?P<{}>[^/]+)"
+_PROPERTY_TAIL = "/properties/" + _SEGMENT.format("app_key") + "/" + _SEGMENT.format("name")
+_REPOSITORY = "/2.0/repositories/" + _SEGMENT.format("workspace") + "/" + _SEGMENT.format("repo")
+PROPERTY_PATHS = (
+    ("repository", re.compile(_REPOSITORY + _PROPERTY_TAIL)),
+    ("commit", re.compile(_REPOSITORY + "/commit/" + _SEGMENT.format("commit") + _PROPERTY_TAIL)),
+    (
+        "pullrequest",
+        re.compile(_REPOSITORY + "/pullrequests/(?P<pullrequest>[0-9]{1,10})" + _PROPERTY_TAIL),
+    ),
+    ("user", re.compile("/2.0/users/" + _SEGMENT.format("user") + _PROPERTY_TAIL)),
+)
+COMMIT_PATTERN = re.compile(r"[0-9a-fA-F]{7,40}")
 
 
 class SimulatedError(Exception):
@@ -103,6 +128,38 @@ class Workspace:
         slug = "-".join(_ascii_words(name)) or "workspace"
         workspace_uuid = uuid.uuid5(WORKSPACE_NAMESPACE, "workspace:" + name.casefold())
         return cls(name=name, slug=slug, uuid="{" + str(workspace_uuid) + "}")
+
+    def is_named(self, name: str) -> bool:
+        """Does ``name`` (a path segment: the slug, or the UUID in braces) name it?"""
+        return name == self.slug or name.lower() == self.uuid
+
+    @property
+    def api(self) -> dict[str, Any]:
+        """The workspace as the API shows it."""
+        return {"type": "workspace", "uuid": self.uuid, "name": self.name, "slug": self.slug}
+
+    def repositories(self) -> list[dict[str, Any]]:
+        """Its repositories, as ``GET /2.0/repositories/{workspace}`` lists them."""
+        return [self._repository(slug) for slug in REPOSITORY_SLUGS]
+
+    def repository(self, name: str) -> dict[str, Any] | None:
+        """Its repository named by ``name`` (slug, or UUID in braces), or None."""
+        for repository in self.repositories():
+            if name == repository["slug"] or name.lower() == repository["uuid"]:
+                return repository
+        return None
+
+    def _repository(self, slug: str) -> dict[str, Any]:
+        repository_uuid = uuid.uuid5(WORKSPACE_NAMESPACE, f"repository:{self.uuid}/{slug}")
+        return {
+            "type": "repository",
+            "uuid": "{" + str(repository_uuid) + "}",
+            "name": slug,
+            "slug": slug,
+            "full_name": f"{self.slug}/{slug}",
+            "is_private": True,
+            "workspace": self.api,
+        }
 
     @property
     def account(self) -> dict[str, Any]:
@@ -177,7 +234,8 @@ def _is_on_site_or_loopback(url: str, site_base_url: str | None) -> bool:
     return site_origin is not None and origin(url) == site_origin
 
 
-def _is_under_base(url: str, base_url: str) -> bool:
+def is_under_base(url: str, base_url: str) -> bool:
+    """Is ``url`` an absolute URL under ``base_url``?"""
     parts, base = _split(url), _split(base_url)
     return parts is not None and base is not None and is_under(parts, base)
 
@@ -214,7 +272,7 @@ def check_descriptor(data: object, addon_key: str | None, site_base_url: str | N
     installed = lifecycle.get("installed") if isinstance(lifecycle, dict) else None
     if not isinstance(installed, str) or not installed.startswith("/") or "//" in installed:
         raise _invalid_descriptor("The descriptor has no lifecycle.installed path.")
-    if not _is_under_base(base_url.rstrip("/") + installed, base_url):
+    if not is_under_base(base_url.rstrip("/") + installed, base_url):
         raise _invalid_descriptor("The descriptor's lifecycle.installed leaves its baseUrl.")
     vendor = data.get("vendor")
     vendor_name = vendor.get("name") if isinstance(vendor, dict) else None
@@ -233,9 +291,7 @@ def check_descriptor(data: object, addon_key: str | None, site_base_url: str | N
 
 def check_redirect(link: LinkParameters, descriptor: Descriptor) -> None:
     """The ``redirect_uri`` must lie under the descriptor's ``baseUrl``."""
-    if link.redirect_uri is not None and not _is_under_base(
-        link.redirect_uri, descriptor.base_url
-    ):
+    if link.redirect_uri is not None and not is_under_base(link.redirect_uri, descriptor.base_url):
         raise SimulatedError(
             "invalid_request", "The redirect_uri is not under the descriptor's baseUrl."
         )
@@ -247,7 +303,7 @@ def error_target(query: Mapping[str, Sequence[str]], base_url: str | None) -> st
     values = query.get("redirect_uri", [])
     if len(values) != 1 or not _is_plain_url(values[0]) or base_url is None:
         return None
-    return values[0] if _is_under_base(values[0], base_url) else None
+    return values[0] if is_under_base(values[0], base_url) else None
 
 
 def add_query(url: str, params: Sequence[tuple[str, str]]) -> str:
@@ -267,16 +323,23 @@ def client_key_for(
 
 
 def installed_payload(
-    descriptor: Descriptor, client_key: str, shared_secret: str, workspace: Workspace
+    descriptor: Descriptor,
+    client_key: str,
+    shared_secret: str,
+    workspace: Workspace,
+    *,
+    base_url: str = BITBUCKET_BASE_URL,
+    base_api_url: str = BITBUCKET_API_URL,
 ) -> dict[str, Any]:
-    """The body of the ``installed`` lifecycle callback."""
+    """The body of the ``installed`` lifecycle callback; ``base_url`` and ``base_api_url``
+    are where the simulated Bitbucket serves the JWT grant and the API (on this site)."""
     return {
         "key": descriptor.key,
         "clientKey": client_key,
         "publicKey": "simulated-public-key-" + secrets.token_hex(16),
         "sharedSecret": shared_secret,
-        "baseUrl": BITBUCKET_BASE_URL,
-        "baseApiUrl": BITBUCKET_API_URL,
+        "baseUrl": base_url,
+        "baseApiUrl": base_api_url,
         "productType": "bitbucket",
         "eventType": "installed",
         "principal": workspace.account,
@@ -316,3 +379,134 @@ def success_url(
         base_path=base_path,
     )
     return add_query(with_key, [("jwt", token)])
+
+
+# --- the simulated API ---------------------------------------------------------------------
+
+
+def api_error(message: str, detail: str | None = None) -> dict[str, Any]:
+    """Bitbucket's 2.0 error body: ``{"type": "error", "error": {"message", "detail"}}``."""
+    error: dict[str, Any] = {"message": message}
+    if detail is not None:
+        error["detail"] = detail
+    return {"type": "error", "error": error}
+
+
+def page_of(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One page of a paginated list, as Bitbucket writes them (all on the first page)."""
+    return {"pagelen": max(10, len(values)), "size": len(values), "page": 1, "values": values}
+
+
+def is_simulated_user(name: str) -> bool:
+    """Does ``name`` (a ``{selected_user}`` segment) name the simulated user?"""
+    return name == SIMULATED_USER["nickname"] or name.lower() == SIMULATED_USER["uuid"]
+
+
+@dataclass(frozen=True)
+class PropertyAddress:
+    """Where an application property lives: its target (one of ``PROPERTY_PATHS``' kinds,
+    with the workspace and repository it is in, if any), the app and the property's name.
+    ``target`` is the path's own identification of it (slug or UUID, as written)."""
+
+    kind: str
+    app_key: str
+    name: str
+    workspace: str | None = None
+    repository: str | None = None
+    target: str | None = None
+
+
+def property_address(path: str) -> PropertyAddress | None:
+    """The application property ``path`` (``/2.0/...``, decoded) addresses, or None if it
+    addresses none (or with malformed names)."""
+    for kind, pattern in PROPERTY_PATHS:
+        match = pattern.fullmatch(path)
+        if match is None:
+            continue
+        groups = match.groupdict()
+        if not (
+            PROPERTY_NAME_PATTERN.fullmatch(groups["app_key"])
+            and PROPERTY_NAME_PATTERN.fullmatch(groups["name"])
+        ):
+            return None
+        target = groups.get("commit") or groups.get("pullrequest") or groups.get("user")
+        if kind == "commit" and not COMMIT_PATTERN.fullmatch(str(target)):
+            return None
+        return PropertyAddress(
+            kind=kind,
+            app_key=groups["app_key"],
+            name=groups["name"],
+            workspace=groups.get("workspace"),
+            repository=groups.get("repo"),
+            target=target,
+        )
+    return None
+
+
+def addon_update_scopes(body: object, current: Sequence[str]) -> tuple[str, ...] | None:
+    """The scopes after ``PUT /2.0/addon`` with ``body`` (parsed JSON): ``current`` for
+    ``{}`` or ``{"descriptor_url": ...}`` alone, the new descriptor's for ``{"descriptor":
+    ...}``; ``ValueError`` (with Bitbucket's reason) for any other body, or for scopes
+    that grow or shrink to none. None: nothing changes."""
+    if not isinstance(body, dict):
+        raise ValueError("The body must be a JSON object.")
+    if not body:
+        return None
+    if set(body) == {"descriptor_url"}:
+        if not isinstance(body["descriptor_url"], str) or not _is_plain_url(
+            body["descriptor_url"]
+        ):
+            raise ValueError("descriptor_url must be an absolute URL.")
+        return None
+    if set(body) != {"descriptor"} or not isinstance(body["descriptor"], dict):
+        raise ValueError("Give nothing, a descriptor, or a descriptor_url alone.")
+    scopes = body["descriptor"].get("scopes", [])
+    if not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes):
+        raise ValueError("The descriptor's scopes must be a list of scopes.")
+    if not scopes:
+        raise ValueError("Scopes have decreased to none.")
+    if not set(scopes) <= set(current):
+        raise ValueError("Scopes have increased.")
+    return tuple(dict.fromkeys(scopes))
+
+
+def grant_scopes(requested: str | None, installed: Sequence[str]) -> tuple[str, ...] | None:
+    """The scopes of a JWT grant's token: the installation's (``requested`` None or blank)
+    or the ``requested`` ones (space- or comma-separated), each of which it must have; None
+    when it asks for one it does not have."""
+    if requested is None or not requested.strip():
+        return tuple(installed)
+    asked = tuple(dict.fromkeys(requested.replace(",", " ").split()))
+    return asked if set(asked) <= set(installed) else None
+
+
+def is_subject(value: object) -> bool:
+    """May ``value`` (a token's ``sub``) be a clientKey?"""
+    return isinstance(value, str) and CLIENT_KEY_PATTERN.fullmatch(value) is not None
+
+
+def webhook_payload(event: str, workspace: Workspace) -> dict[str, Any]:
+    """A delivery's body in Connect's envelope: the event, and who did it where."""
+    return {
+        "event": event,
+        "data": {
+            "actor": dict(SIMULATED_USER),
+            "repository": workspace.repositories()[0],
+            "workspace": workspace.api,
+        },
+    }
+
+
+def webhook_token(client_key: str, shared_secret: str, url: str, base_path: str) -> str:
+    """``Authorization: JWT`` of a webhook delivery, as Bitbucket signs one: ``iss`` the
+    clientKey, the installation's secret, qsh over the POST to ``url`` relative to the
+    app's ``base_path``."""
+    parts = urlsplit(url)
+    return encode_token(
+        {"iss": client_key},
+        shared_secret,
+        method="POST",
+        path=parts.path,
+        query_string=parts.query,
+        base_path=base_path,
+    )

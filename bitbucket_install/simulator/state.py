@@ -1,13 +1,20 @@
 """What the simulator remembers between requests, in Django's default cache: for each
 (app, workspace) it installed, the clientKey and the current shared secret (which signs the
 next install's callback, as Bitbucket signs a re-install), and the counter behind
-``connection:<n>`` clientKeys."""
+``connection:<n>`` clientKeys; for its API, each installation by clientKey (the secret its
+tokens must be signed with, the app, the workspace, the scopes), the access tokens the JWT
+grant issued, the application properties, and the 429 switch.
+
+It is a development tool's memory: entries are read and written without locks, and a
+list of installations is kept for the console (the cache cannot enumerate its keys)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.cache import cache
 
@@ -15,6 +22,10 @@ from bitbucket_install.simulator.base import Descriptor, LinkParameters, Workspa
 
 CACHE_PREFIX = "bitbucket_install_simulator:"
 CONNECTION_COUNTER = CACHE_PREFIX + "connection"
+INSTALLATIONS = CACHE_PREFIX + "installations"
+RATE_LIMITED = CACHE_PREFIX + "rate_limited"
+# The console lists this many installations, the most recent first.
+MAX_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -42,8 +53,115 @@ def previous_install(key: str) -> PreviousInstall | None:
     return None
 
 
-def remember_install(key: str, client_key: str, shared_secret: str) -> None:
+@dataclass(frozen=True)
+class SimulatedInstallation:
+    """An installation as the simulated Bitbucket knows it: what verifies its tokens."""
+
+    client_key: str
+    shared_secret: str
+    app_key: str
+    workspace: str
+    scopes: tuple[str, ...]
+    # DELETE /2.0/addon: Bitbucket deleted it, and accepts its tokens no more.
+    deleted: bool = False
+
+
+def _hashed(prefix: str, *parts: str) -> str:
+    return CACHE_PREFIX + prefix + hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def remember_install(
+    key: str,
+    client_key: str,
+    shared_secret: str,
+    *,
+    app_key: str,
+    workspace: str,
+    scopes: tuple[str, ...],
+) -> None:
     cache.set(key, {"client_key": client_key, "shared_secret": shared_secret}, None)
+    save_installation(
+        SimulatedInstallation(client_key, shared_secret, app_key, workspace, tuple(scopes))
+    )
+    listed = cache.get(INSTALLATIONS)
+    keys = [item for item in listed if item != client_key] if isinstance(listed, list) else []
+    cache.set(INSTALLATIONS, [client_key, *keys][:MAX_LISTED], None)
+
+
+def save_installation(installation: SimulatedInstallation) -> None:
+    cache.set(_hashed("installation:", installation.client_key), vars(installation), None)
+
+
+def installation(client_key: str) -> SimulatedInstallation | None:
+    """The installation of ``client_key``; None if there is none, or it is garbled."""
+    stored = cache.get(_hashed("installation:", client_key))
+    try:
+        found = SimulatedInstallation(**stored)
+    except TypeError:
+        return None
+    return found if found.client_key == client_key else None
+
+
+def installations() -> list[SimulatedInstallation]:
+    """The installations the console lists, the most recent first."""
+    listed = cache.get(INSTALLATIONS)
+    found = (installation(key) for key in listed) if isinstance(listed, list) else ()
+    return [item for item in found if item is not None]
+
+
+def issue_access_token(
+    client_key: str, scopes: tuple[str, ...], repository: str | None, lifetime: int
+) -> str:
+    """A new access token of the JWT grant, remembered for ``lifetime`` seconds."""
+    token = secrets.token_urlsafe(32)
+    entry = {"client_key": client_key, "scopes": list(scopes), "repository": repository}
+    cache.set(_hashed("token:", token), entry, lifetime)
+    return token
+
+
+def access_token(token: str) -> tuple[str, str | None] | None:
+    """``(clientKey, repository)`` of a live access token, or None."""
+    stored = cache.get(_hashed("token:", token))
+    if not isinstance(stored, dict) or not isinstance(stored.get("client_key"), str):
+        return None
+    repository = stored.get("repository")
+    return stored["client_key"], repository if isinstance(repository, str) else None
+
+
+def property_value(address: tuple[str, ...]) -> Any:
+    """The stored value of the application property at ``address`` (None: none)."""
+    return cache.get(_hashed("property:", *address))
+
+
+def set_property(address: tuple[str, ...], value: dict[str, Any]) -> None:
+    cache.set(_hashed("property:", *address), value, None)
+
+
+def delete_property(address: tuple[str, ...]) -> bool:
+    """Delete it; True if there was one."""
+    return bool(cache.delete(_hashed("property:", *address)))
+
+
+def set_rate_limited(calls: int) -> None:
+    """The next ``calls`` API calls answer 429 (0 turns the switch off)."""
+    cache.set(RATE_LIMITED, max(calls, 0), None)
+
+
+def rate_limited_calls() -> int:
+    value = cache.get(RATE_LIMITED)
+    return value if isinstance(value, int) else 0
+
+
+def take_rate_limited() -> bool:
+    """Should this API call answer 429? Counts the switch down."""
+    try:
+        remaining = cache.decr(RATE_LIMITED)
+    except ValueError:  # the switch was never set
+        return False
+    if remaining < 0:
+        cache.set(RATE_LIMITED, 0, None)
+        return False
+    return True
 
 
 def next_connection_number() -> int:

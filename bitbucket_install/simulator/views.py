@@ -33,6 +33,7 @@ from django.views.decorators.csrf import csrf_protect, ensure_csrf_cookie
 
 from bitbucket_install.conf import app_settings
 from bitbucket_install.descriptor import build_descriptor
+from bitbucket_install.grant import GRANT_PATH
 from bitbucket_install.simulator import state, transport
 from bitbucket_install.simulator.base import (
     DEFAULT_WORKSPACE,
@@ -177,6 +178,21 @@ def _why(status: int) -> str:
 # --- grant -------------------------------------------------------------------------------
 
 
+def simulated_bitbucket_urls() -> dict[str, str]:
+    """The ``baseUrl`` and ``baseApiUrl`` of the installations the simulator makes: its own
+    JWT grant and API on this site (whose origin the client then allows), or Bitbucket's
+    when the site has no base URL to put them on."""
+    if app_settings.BASE_URL is None:
+        return {}
+    grant_path = reverse("bitbucket_install:simulator_grant")
+    return {
+        "base_url": app_settings.absolute_url(grant_path.removesuffix(GRANT_PATH)),
+        "base_api_url": app_settings.absolute_url(
+            reverse("bitbucket_install:simulator_api").rstrip("/")
+        ),
+    }
+
+
 def _server_error(description: str, redirect_to: str | None) -> SimulatedError:
     return SimulatedError("server_error", description, redirect_to=redirect_to, status=502)
 
@@ -215,13 +231,23 @@ def grant(
     else:
         client_key = client_key_for(link, descriptor, workspace, state.next_connection_number())
     shared_secret = secrets.token_urlsafe(32)
-    body = json.dumps(installed_payload(descriptor, client_key, shared_secret, workspace))
+    payload = installed_payload(
+        descriptor, client_key, shared_secret, workspace, **simulated_bitbucket_urls()
+    )
+    body = json.dumps(payload)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if previous is not None:
         token = lifecycle_token(descriptor, client_key, previous.shared_secret)
         headers["Authorization"] = "JWT " + token
     post_installed(descriptor.installed_url, body.encode(), headers, link.redirect_uri)
-    state.remember_install(key, client_key, shared_secret)
+    state.remember_install(
+        key,
+        client_key,
+        shared_secret,
+        app_key=descriptor.key,
+        workspace=workspace.name,
+        scopes=descriptor.scopes,
+    )
     if link.redirect_uri is None:
         context = {
             "descriptor": descriptor,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 from django.test import Client
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Router:
                 data=body,
                 content_type="application/json",
                 secure=secure,
-                headers={k: v for k, v in (headers or {}).items() if k == "Authorization"},
+                headers={k: v for k, v in (headers or {}).items() if k != "Content-Type"},
             )
         return response.status_code, response.content
 
@@ -166,3 +167,30 @@ def open_link(client: Client, method: str, path: str, action: str = "grant") -> 
         return got
     posted: TestResponse = client.post(path, {"action": action})
     return posted
+
+
+def django_transport(client: Client) -> httpx.MockTransport:
+    """An httpx transport that hands each request to Django's test client."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        target = request.url.raw_path.decode("ascii")
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() in ("authorization", "content-type")
+        }
+        response = client.generic(
+            request.method,
+            target,
+            request.content,
+            content_type=request.headers.get("Content-Type", ""),
+            secure=request.url.scheme == "https",
+            headers=headers,
+        )
+        return httpx.Response(
+            response.status_code,
+            headers=dict(response.items()),
+            content=response.content,
+        )
+
+    return httpx.MockTransport(handle)

@@ -71,8 +71,8 @@ def test_grant_registered_first_install_then_reinstall_rotates_the_secret(
     assert payload["key"] == APP_KEY
     assert payload["eventType"] == "installed"
     assert payload["productType"] == "bitbucket"
-    assert payload["baseUrl"] == "https://bitbucket.org"
-    assert payload["baseApiUrl"] == "https://api.bitbucket.org"
+    assert payload["baseUrl"] == BASE_URL + "/bitbucket/simulator"
+    assert payload["baseApiUrl"] == BASE_URL + "/bitbucket/simulator/api"
     assert payload["publicKey"]
     assert payload["principal"] == {
         "uuid": workspace.uuid,
