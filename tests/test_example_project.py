@@ -566,6 +566,24 @@ def test_receivers_tolerate_a_request_without_messages(example_site: None) -> No
     assert not hasattr(request, "_messages")
 
 
+def follow(client: Client, response: TestResponse) -> TestResponse:
+    """The page a redirect leads to, fetched by ``client``."""
+    parts = urlsplit(response["Location"])
+    result: TestResponse = client.get(parts.path + ("?" + parts.query if parts.query else ""))
+    return result
+
+
+def grant_through_the_simulator(client: Client) -> TestResponse:
+    """The button pressed and Grant chosen for workspace Acme: the simulator's redirect."""
+    consent = follow(client, client.post("/bitbucket/install/"))
+    assert consent.status_code == 200
+    granted: TestResponse = client.post(
+        consent.wsgi_request.get_full_path(),
+        {"action": "grant", "workspace": "Acme", "send_jwt": "on"},
+    )
+    return granted
+
+
 @pytest.mark.django_db(transaction=True)
 def test_whole_install_through_the_simulator_shows_the_message(
     example_site: None,
@@ -593,25 +611,13 @@ def test_whole_install_through_the_simulator_shows_the_message(
     user = django_user_model.objects.create_user("ada", password="pw-ada-123")
     client.force_login(user)
 
-    def follow(response: TestResponse) -> TestResponse:
-        parts = urlsplit(response["Location"])
-        result: TestResponse = client.get(
-            parts.path + "?" + parts.query if parts.query else parts.path
-        )
-        return result
-
-    consent = follow(client.post("/bitbucket/install/"))
-    assert consent.status_code == 200
-    granted = client.post(
-        consent.wsgi_request.get_full_path(),
-        {"action": "grant", "workspace": "Acme", "send_jwt": "on"},
-    )
+    granted = grant_through_the_simulator(client)
     # Bitbucket (the simulator) sends the browser back to the flow's own return path.
     [flow_id] = flow_ids(client)
     assert urlsplit(granted["Location"]).path == f"/bitbucket/callback/{flow_id}/"
-    back = follow(granted)
+    back = follow(client, granted)
     assert back.status_code == 303
-    page = follow(back)
+    page = follow(client, back)
     html = page.content.decode()
     assert "The app is installed" in html
     assert "The app is installed on Acme and connected to your account." in html
@@ -1329,19 +1335,9 @@ def test_end_to_end_over_http(
     ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
     client.force_login(ada)
 
-    def follow(response: TestResponse) -> TestResponse:
-        parts = urlsplit(response["Location"])
-        result: TestResponse = client.get(parts.path + ("?" + parts.query if parts.query else ""))
-        return result
-
-    consent = follow(client.post("/bitbucket/install/"))
-    assert consent.status_code == 200
-    granted = client.post(
-        consent.wsgi_request.get_full_path(),
-        {"action": "grant", "workspace": "Acme", "send_jwt": "on"},
-    )
+    granted = grant_through_the_simulator(client)
     assert granted.status_code == 302, granted.content.decode()
-    assert follow(follow(granted)).status_code == 200
+    assert follow(client, follow(client, granted)).status_code == 200
     installation = Installation.objects.get()
     assert installation.user == ada
     assert installation.base_api_url == base + "/bitbucket/simulator/api"

@@ -349,14 +349,8 @@ def installed_payload(
 
 def lifecycle_token(descriptor: Descriptor, client_key: str, previous_secret: str) -> str:
     """``Authorization: JWT`` of a re-install: the previous secret over POST + the path."""
-    url = urlsplit(descriptor.installed_url)
-    return encode_token(
-        {"iss": client_key},
-        previous_secret,
-        method="POST",
-        path=url.path,
-        query_string=url.query,
-        base_path=descriptor.base_path,
+    return request_token(
+        client_key, previous_secret, "POST", descriptor.installed_url, descriptor.base_path
     )
 
 
@@ -369,15 +363,7 @@ def success_url(
     with_key = add_query(redirect_uri, [("clientKey", client_key)])
     if not send_jwt:
         return with_key
-    parts = urlsplit(with_key)
-    token = encode_token(
-        {"iss": client_key},
-        shared_secret,
-        method="GET",
-        path=parts.path,
-        query_string=parts.query,
-        base_path=base_path,
-    )
+    token = request_token(client_key, shared_secret, "GET", with_key, base_path)
     return add_query(with_key, [("jwt", token)])
 
 
@@ -497,15 +483,17 @@ def webhook_payload(event: str, workspace: Workspace) -> dict[str, Any]:
     }
 
 
-def webhook_token(client_key: str, shared_secret: str, url: str, base_path: str) -> str:
-    """``Authorization: JWT`` of a webhook delivery, as Bitbucket signs one: ``iss`` the
-    clientKey, the installation's secret, qsh over the POST to ``url`` relative to the
-    app's ``base_path``."""
+def request_token(
+    client_key: str, shared_secret: str, method: str, url: str, base_path: str
+) -> str:
+    """A token as Bitbucket signs its requests to the app (the return trip, a lifecycle
+    callback, a webhook delivery): ``iss`` the clientKey, qsh over ``method`` on ``url``
+    relative to the app's ``base_path``."""
     parts = urlsplit(url)
     return encode_token(
         {"iss": client_key},
         shared_secret,
-        method="POST",
+        method=method,
         path=parts.path,
         query_string=parts.query,
         base_path=base_path,

@@ -29,8 +29,8 @@ from bitbucket_install.simulator import state, transport
 from bitbucket_install.simulator.base import (
     Workspace,
     is_under_base,
+    request_token,
     webhook_payload,
-    webhook_token,
 )
 from bitbucket_install.simulator.transport import TRANSPORT_ERRORS
 from bitbucket_install.simulator.views import _page_headers
@@ -95,8 +95,8 @@ def send_webhook(data: dict[str, str]) -> dict[str, Any]:
     request_uuid = chosen_request_uuid(data)
     url = webhook_url()
     body = json.dumps(webhook_payload(event, Workspace.named(installation.workspace)))
-    token = webhook_token(
-        installation.client_key, installation.shared_secret, url, app_settings.BASE_PATH
+    token = request_token(
+        installation.client_key, installation.shared_secret, "POST", url, app_settings.BASE_PATH
     )
     headers = {
         "Authorization": "JWT " + token,

@@ -48,7 +48,7 @@ def installation(db: None) -> Installation:
 
 def token(
     path: str,
-    method: str = "POST",
+    method: str | None = "POST",
     query_string: str = "",
     *,
     secret: str = SECRET,

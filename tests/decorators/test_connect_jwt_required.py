@@ -12,15 +12,12 @@ from django.utils import timezone
 
 from bitbucket_install.decorators import connect_jwt_required
 from bitbucket_install.models import Installation
-from bitbucket_install.tokens import CONTEXT_QSH, encode_token, query_string_hash
+from bitbucket_install.tokens import CONTEXT_QSH, query_string_hash
 from bitbucket_install.verification import MISSING_AUTHORIZATION_HINT
 from tests.conftest import SignalRecorder
+from tests.decorators.conftest import CLIENT_KEY, OTHER_KEY, OTHER_SECRET, SECRET
+from tests.decorators.conftest import token as signed_token
 from tests.lifecycle_helpers import installation_rows, raw_hmac_token
-
-CLIENT_KEY = "connection:4242"
-SECRET = "webhook-secret"
-OTHER_KEY = "connection:5353"
-OTHER_SECRET = "other-webhook-secret"
 
 calls: list[HttpRequest] = []
 
@@ -52,23 +49,9 @@ def installations() -> None:
     Installation.objects.create(client_key=OTHER_KEY, shared_secret=OTHER_SECRET)
 
 
-def token(
-    secret: str = SECRET,
-    iss: str = CLIENT_KEY,
-    method: str | None = "POST",
-    path: str = "/hooks/r1/push",
-    query_string: str = "",
-    now: float | None = None,
-    **claims: Any,
-) -> str:
-    return encode_token(
-        {"iss": iss, **claims},
-        secret,
-        method=method,
-        path=path,
-        query_string=query_string,
-        now=now,
-    )
+def token(path: str = "/hooks/r1/push", **options: Any) -> str:
+    """A token over a POST to the project's view, unless ``options`` say otherwise."""
+    return signed_token(path, **options)
 
 
 def test_header_token_accepted(client: Client, installations: None) -> None:
