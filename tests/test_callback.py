@@ -407,6 +407,39 @@ def test_a_token_issued_shortly_before_the_flow_began(
         assert len(sent_signals.calls) == 1
 
 
+@pytest.mark.parametrize(("seconds_earlier", "accepted"), [(0, True), (1, False)])
+def test_a_token_issued_at_the_edge_of_the_leeway_before_the_flow(
+    client: Client,
+    sent_signals: SignalRecorder,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    seconds_earlier: int,
+    accepted: bool,
+) -> None:
+    """An ``iat`` exactly JWT_LEEWAY before the flow began is still within the leeway; a
+    second earlier is not."""
+    settings.BITBUCKET_INSTALL_JWT_LEEWAY = 30
+    started_at = float(int(time.time()))
+    with monkeypatch.context() as clock:
+        clock.setattr(flows.time, "time", lambda: started_at)
+        user, path = begin(client)
+    issued_at = started_at - 30 - seconds_earlier
+    query = signed_query(KEY_A, APP_SECRET, path=path, now=issued_at)
+
+    response = client.get(return_url(query, path))
+
+    if accepted:
+        assert response.status_code == 303
+        assert Installation.objects.get().user_id == (user.pk if user else None)
+        assert len(sent_signals.of(installed)) == 1
+    else:
+        assert response.status_code == 400
+        assert installation_rows() == []
+        [failed] = sent_signals.of(install_failed)
+        assert failed["error"] == "token_before_flow"
+        assert len(sent_signals.calls) == 1
+
+
 # --- plain returns: confirm, bind nobody, touch no flow -----------------------------------
 
 PLAIN_KINDS = ["app-level", "installation", "unsigned", "unsigned-trusted", "unregistered-jwt"]

@@ -562,6 +562,10 @@ def test_every_page_is_rendered_with_the_request(
 ) -> None:
     login(client, "ada")
     assert "Connect" in rendered_with_request(client.get(START_PATH), START_PATH, "ada")
+    # The result page before any return: the page that says there is nothing to show.
+    nothing = client.get(RESULT_PATH)
+    assert nothing.status_code == 404
+    rendered_with_request(nothing, RESULT_PATH, "ada")
 
     # Not yet (no secret to verify with), then the database unavailable: both 503 pages.
     settings.BITBUCKET_INSTALL_SHARED_SECRET = None
