@@ -421,7 +421,7 @@ def test_a_token_issued_at_the_edge_of_the_leeway_before_the_flow(
     settings.BITBUCKET_INSTALL_JWT_LEEWAY = 30
     started_at = float(int(time.time()))
     with monkeypatch.context() as clock:
-        clock.setattr(flows.time, "time", lambda: started_at)
+        clock.setattr(time, "time", lambda: started_at)
         user, path = begin(client)
     issued_at = started_at - 30 - seconds_earlier
     query = signed_query(KEY_A, APP_SECRET, path=path, now=issued_at)
