@@ -1831,7 +1831,7 @@ def test_database_unavailable_gives_503_and_a_retry_works(
     assert installation_rows() == rows
     assert sent_signals.none_sent
     assert flow_ids(client) == live
-    assert "database unavailable" in caplog.text
+    assert "install return: database unavailable" in [r.getMessage() for r in caplog.records]
     assert token_of(query) not in caplog.text
     assert secret not in caplog.text
     assert records_mentioning(caplog, flow_id_of(path)) == []

@@ -86,6 +86,7 @@ UNSAFE_NEXT = [
     "/\tevil.test",
     "/x\x00",
     "/x\x1b[31m",
+    "/a\x1fb",  # the last control character below the space
     "dashboard/",
     "./dashboard/",
     "../dashboard/",
@@ -100,6 +101,7 @@ SAFE_NEXT = [
     "/",
     "/a/b/c?x=1&y=2#frag",
     "/ünï/",
+    "/a b/",  # a space (the first character that is not a control) is a path's own
     "/a%2F%2Fb",
     "/" + "a" * 2047,
 ]
