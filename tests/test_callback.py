@@ -381,6 +381,27 @@ def test_a_signed_return_binds_on_an_unregistered_app_too(
 # --- the flow began before Bitbucket signed (give or take the leeway) ----------------------
 
 
+def assert_answered_for_the_flow(
+    response: HttpResponseBase,
+    user: User | None,
+    sent_signals: SignalRecorder,
+    *,
+    accepted: bool,
+) -> None:
+    """Accepted: connected to ``user``, one ``installed``. Else refused as issued before
+    the flow: no row, and the flow's ``install_failed`` the only signal."""
+    if accepted:
+        assert response.status_code == 303
+        assert Installation.objects.get().user_id == (user.pk if user else None)
+        assert len(sent_signals.of(installed)) == 1
+    else:
+        assert response.status_code == 400
+        assert installation_rows() == []
+        [failed] = sent_signals.of(install_failed)
+        assert failed["error"] == "token_before_flow"
+        assert len(sent_signals.calls) == 1
+
+
 @pytest.mark.parametrize(("leeway", "accepted"), [(30, True), (5, False)])
 def test_a_token_issued_shortly_before_the_flow_began(
     client: Client, sent_signals: SignalRecorder, settings: Settings, leeway: int, accepted: bool
@@ -395,16 +416,7 @@ def test_a_token_issued_shortly_before_the_flow_began(
     response = client.get(return_url(query, path))
 
     assert_flow_finished(client, path, confirmed=KEY_A if accepted else "", signed_in=True)
-    if accepted:
-        assert response.status_code == 303
-        assert Installation.objects.get().user_id == (user.pk if user else None)
-        assert len(sent_signals.of(installed)) == 1
-    else:
-        assert response.status_code == 400
-        assert installation_rows() == []
-        [failed] = sent_signals.of(install_failed)
-        assert failed["error"] == "token_before_flow"
-        assert len(sent_signals.calls) == 1
+    assert_answered_for_the_flow(response, user, sent_signals, accepted=accepted)
 
 
 @pytest.mark.parametrize(("seconds_earlier", "accepted"), [(0, True), (1, False)])
@@ -428,16 +440,7 @@ def test_a_token_issued_at_the_edge_of_the_leeway_before_the_flow(
 
     response = client.get(return_url(query, path))
 
-    if accepted:
-        assert response.status_code == 303
-        assert Installation.objects.get().user_id == (user.pk if user else None)
-        assert len(sent_signals.of(installed)) == 1
-    else:
-        assert response.status_code == 400
-        assert installation_rows() == []
-        [failed] = sent_signals.of(install_failed)
-        assert failed["error"] == "token_before_flow"
-        assert len(sent_signals.calls) == 1
+    assert_answered_for_the_flow(response, user, sent_signals, accepted=accepted)
 
 
 # --- plain returns: confirm, bind nobody, touch no flow -----------------------------------
