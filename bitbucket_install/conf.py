@@ -158,6 +158,19 @@ class Settings:
         return _get("TRUST_UNSIGNED_RETURNS") is True
 
     @property
+    def CONFIRM_WITH_BITBUCKET(self) -> bool:
+        """True: Bitbucket is asked whether an installation is genuine before anything
+        confirms it or connects it to a user (``bitbucket_install.genuine``). Only True
+        turns it on (check W008 recommends it for production)."""
+        return _get("CONFIRM_WITH_BITBUCKET") is True
+
+    @property
+    def POST_INSTALL_REDIRECT(self) -> bool:
+        """True: the descriptor's ``postInstallRedirect`` sends installs begun on
+        Bitbucket's side to the ``landing`` view. Only True turns it on."""
+        return _get("POST_INSTALL_REDIRECT") is True
+
+    @property
     def BITBUCKET_ORIGINS(self) -> frozenset[str]:
         """The origins an installation's Bitbucket URLs may have (and tokens may go to);
         with the simulator on, the site's own origin, where the simulator runs, too."""

@@ -23,6 +23,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from bitbucket_install import genuine
 from bitbucket_install.conf import app_settings
 from bitbucket_install.exceptions import PayloadError
 from bitbucket_install.models import Installation, atomic_retrying_lost_insert
@@ -79,11 +80,18 @@ class LifecycleView(View):
             client_key = payload.client_key
             check_claim(payload, expected_app())
             token = token_from_header(request)
-            atomic_retrying_lost_insert(lambda: self.record(request, payload, token))
+            self.record_checked(request, payload, token)
         except PayloadError as error:
             return self.refuse(400, error.reason, client_key)
         except TokenError as error:
             return self.refuse(401, error.reason, client_key)
+        except genuine.BitbucketUnreachable:
+            logger.warning(
+                "lifecycle %s: Bitbucket could not be asked about client_key=%s; nothing changed",
+                self.event_type,
+                client_key,
+            )
+            return HttpResponse(status=503)
         except DatabaseError:
             logger.exception("lifecycle %s: database error", self.event_type)
             return HttpResponse(status=503)
@@ -109,8 +117,22 @@ class LifecycleView(View):
         )
         return HttpResponse(status=status)
 
+    def record_checked(
+        self, request: HttpRequest, payload: LifecyclePayload, token: str | None
+    ) -> None:
+        atomic_retrying_lost_insert(lambda: self.record(request, payload, token))
+
     def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
         raise NotImplementedError
+
+
+class _MaybeMadeUp(Exception):
+    """An unsigned ``installed`` with a new secret for a row nothing vouched for: Bitbucket
+    is asked about the stored secret, outside the transaction (which this rolls back)."""
+
+    def __init__(self, installation: Installation) -> None:
+        super().__init__(installation.client_key)
+        self.installation = installation
 
 
 def _fields(payload: LifecyclePayload) -> dict[str, object]:
@@ -132,14 +154,71 @@ def _fields(payload: LifecyclePayload) -> dict[str, object]:
     }
 
 
+def _check_soon(installation: Installation) -> None:
+    """After the commit, the follow-up check of a new installation by a task. A failure to
+    enqueue loses only that check (binding still asks Bitbucket first): it is logged, and
+    the callback's answer stands."""
+
+    def enqueue() -> None:
+        try:
+            from bitbucket_install.tasks import check_soon
+
+            check_soon(installation)
+        except Exception:
+            logger.exception(
+                "lifecycle installed: the follow-up check of client_key=%s was not enqueued",
+                installation.client_key,
+            )
+
+    transaction.on_commit(enqueue)
+
+
 class InstalledView(LifecycleView):
     event_type = "installed"
+
+    def record_checked(
+        self, request: HttpRequest, payload: LifecyclePayload, token: str | None
+    ) -> None:
+        try:
+            super().record_checked(request, payload, token)
+        except _MaybeMadeUp as doubt:
+            made_up = doubt.installation
+            verdict = genuine.verify(made_up)
+            if verdict is genuine.Verdict.UNREACHABLE:
+                raise genuine.BitbucketUnreachable from doubt
+            if verdict is not genuine.Verdict.MADE_UP:
+                raise TokenError("token_missing") from doubt
+            atomic_retrying_lost_insert(lambda: self.replace(payload, made_up))
+
+    def replace(self, payload: LifecyclePayload, made_up: Installation) -> None:
+        """Bitbucket refused the stored secret outright: that row came from somebody else's
+        unsigned callback, and this one takes its clientKey back (if, under the lock, the
+        row is still that one and nothing vouched for it since)."""
+        installation = Installation.objects.locked(payload.client_key)
+        if (
+            installation is None
+            or installation.shared_secret != made_up.shared_secret
+            or not genuine.is_vouched_for_by_nobody(installation)
+        ):
+            raise TokenError("token_missing")
+        installation.delete()
+        created = Installation.objects.create(client_key=payload.client_key, **_fields(payload))
+        logger.warning(
+            "lifecycle installed: replaced the installation of client_key=%s, whose secret "
+            "Bitbucket refused (its first callback was not Bitbucket's)",
+            payload.client_key,
+        )
+        _check_soon(created)
 
     def record(self, request: HttpRequest, payload: LifecyclePayload, token: str | None) -> None:
         installation = Installation.objects.locked(payload.client_key)
         if installation is None:
             # IntegrityError if a concurrent first install won the insert (see ``post``).
-            Installation.objects.create(client_key=payload.client_key, **_fields(payload))
+            created = Installation.objects.create(
+                client_key=payload.client_key, **_fields(payload)
+            )
+            if app_settings.CONFIRM_WITH_BITBUCKET:
+                _check_soon(created)
             return
         if installation.shared_secret:
             if token is None:
@@ -147,6 +226,10 @@ class InstalledView(LifecycleView):
                     installation.shared_secret.encode(), payload.shared_secret.encode()
                 ):
                     return  # a retry of the install that is already stored: nothing to change
+                if app_settings.CONFIRM_WITH_BITBUCKET and genuine.is_vouched_for_by_nobody(
+                    installation
+                ):
+                    raise _MaybeMadeUp(installation)
                 raise TokenError("token_missing")
             verify_request_token(
                 request, token, installation.shared_secret, issuer=payload.client_key
@@ -161,6 +244,8 @@ class InstalledView(LifecycleView):
         for name, value in fields.items():
             setattr(installation, name, value)
         installation.save()
+        if app_settings.CONFIRM_WITH_BITBUCKET and installation.verified_at is None:
+            _check_soon(installation)
 
 
 class UninstalledView(LifecycleView):

@@ -96,6 +96,10 @@ class Installation(models.Model):
     confirmed_flow = models.CharField(
         max_length=64, null=True, blank=True, unique=True, editable=False
     )
+    # When Bitbucket accepted a call signed with the stored secret
+    # (BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET): only Bitbucket and the genuine
+    # installation know that secret, so no sender of a forged callback can set this.
+    verified_at = models.DateTimeField(_("verified with Bitbucket"), null=True, blank=True)
     uninstalled_at = models.DateTimeField(_("uninstalled"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
@@ -104,10 +108,9 @@ class Installation(models.Model):
 
     # The fields of which any one, once set, confirms the installation: an unsigned first
     # ``installed`` callback creates a row whose every field its sender chose, and only
-    # these record that someone else vouched for it (a browser's verified return trip).
-    # ``is_confirmed`` and ``objects.confirmed()`` both read this tuple, so a later field
-    # (confirmed by Bitbucket itself) joins both by being added here.
-    CONFIRMATION_FIELDS: tuple[str, ...] = ("confirmed_at",)
+    # these record that someone else vouched for it: a browser's return trip, or
+    # Bitbucket itself. ``is_confirmed`` and ``objects.confirmed()`` both read this tuple.
+    CONFIRMATION_FIELDS: tuple[str, ...] = ("confirmed_at", "verified_at")
 
     class Meta:
         verbose_name = _("installation")

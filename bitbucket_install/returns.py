@@ -28,15 +28,17 @@ from __future__ import annotations
 import enum
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import IntegrityError
 from django.http import HttpRequest, QueryDict
 from django.utils import timezone
 
 from bitbucket_install import flow as flows
+from bitbucket_install import genuine
 from bitbucket_install.conf import app_settings
 from bitbucket_install.flow import Flow
 from bitbucket_install.identifiers import clean_display_text, is_registered_client_key
@@ -46,6 +48,7 @@ from bitbucket_install.tokens import TokenError, is_valid_client_key, read_unver
 from bitbucket_install.verification import verify_request_token
 
 logger = logging.getLogger("bitbucket_install")
+Result = TypeVar("Result")
 
 SECURITY_PARAMETERS = ("clientKey", "client_key", "jwt", "error", "error_description")
 ERROR_CODE_PATTERN = re.compile(r"[a-z0-9_.-]{1,64}")
@@ -72,6 +75,39 @@ class Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class CheckNeeded(Exception):
+    """This return would confirm ``installation``, which Bitbucket has not vouched for yet
+    (``BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET``): the transaction is rolled back, the
+    call to Bitbucket is made outside it, and the return is recorded afresh."""
+
+    def __init__(self, installation: Installation) -> None:
+        super().__init__(installation.client_key)
+        self.installation = installation
+
+
+def vouched(installation: Installation) -> None:
+    """``genuine.vouch``, its refusal a ``Rejected`` (``BitbucketUnreachable`` passes)."""
+    try:
+        genuine.vouch(installation)
+    except genuine.NotGenuine as refusal:
+        raise Rejected(refusal.reason) from refusal
+
+
+def with_check(record: Callable[[], Result]) -> Result:
+    """``record()`` in a transaction (``atomic_retrying_lost_insert``); when it needs
+    Bitbucket's word first, that is asked outside any transaction, then ``record()`` runs
+    again. ``Rejected`` if Bitbucket does not vouch, or the row changed in between."""
+    try:
+        return atomic_retrying_lost_insert(record)
+    except CheckNeeded as needed:
+        vouched(needed.installation)
+    try:
+        return atomic_retrying_lost_insert(record)
+    except CheckNeeded as needed:
+        # Its secret changed since it was checked: a new install, unchecked.
+        raise Rejected("installation_changed") from needed
 
 
 class Outcome(enum.Enum):
@@ -182,6 +218,12 @@ def decide(request: HttpRequest, flow_id: str | None) -> Decision:
         return _failed(request, trip, flow)
     try:
         return _confirm(request, trip.client_key, trip.token, flow)
+    except genuine.BitbucketUnreachable:
+        # Nothing was written and the flow is still live: a reload asks again.
+        logger.warning(
+            "install return: Bitbucket could not be asked about client_key=%s", trip.client_key
+        )
+        return Decision(Outcome.NOT_YET, reason="bitbucket_unreachable")
     except Rejected as rejection:
         if (
             flow is not None
@@ -268,7 +310,7 @@ def _confirm(
     if token is None and not app_settings.TRUST_UNSIGNED_RETURNS:
         return _unverified(request, client_key, flow)
     try:
-        installation, created, signalled = atomic_retrying_lost_insert(
+        installation, created, signalled = with_check(
             lambda: _verify_and_record(request, client_key, token, flow)
         )
     except IntegrityError as error:
@@ -331,6 +373,8 @@ def record_unsigned(request: HttpRequest, client_key: str) -> bool:
             _fresh_unclaimed(installation, None)
         except Rejected:
             return False
+        if app_settings.CONFIRM_WITH_BITBUCKET and installation.verified_at is None:
+            raise CheckNeeded(installation)
         installation.confirmed_at = timezone.now()
         installation.save(update_fields=["confirmed_at", "updated_at"])
         send_on_commit(
@@ -338,7 +382,16 @@ def record_unsigned(request: HttpRequest, client_key: str) -> bool:
         )
         return True
 
-    return atomic_retrying_lost_insert(record)
+    try:
+        return with_check(record)
+    except (Rejected, genuine.BitbucketUnreachable) as refusal:
+        # Answered alike whatever happened: the page tries again on its reload.
+        logger.info(
+            "unsigned return not recorded: client_key=%s (%s)",
+            client_key,
+            refusal.reason if isinstance(refusal, Rejected) else "bitbucket_unreachable",
+        )
+        return False
 
 
 def _connection(request: HttpRequest, installation: Installation, signed_in: bool) -> str:
@@ -454,6 +507,8 @@ def _record(installation: Installation, flow: Flow | None, user: Any) -> bool:
         if flow_hash is None or user is None:
             return False  # confirmed already; this return adds nothing
         # Confirmed by a plain return, connected to nobody: this flow connects it.
+    if app_settings.CONFIRM_WITH_BITBUCKET and installation.verified_at is None:
+        raise CheckNeeded(installation)
     if user is not None:
         installation.user_id = user.pk
     installation.confirmed_at = timezone.now()

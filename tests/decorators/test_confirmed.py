@@ -99,7 +99,7 @@ def test_is_confirmed_and_confirmed_follow_the_confirmation_fields(
     installation: Installation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     other = Installation.objects.get(client_key=OTHER_KEY)
-    assert Installation.CONFIRMATION_FIELDS == ("confirmed_at",)
+    assert Installation.CONFIRMATION_FIELDS == ("confirmed_at", "verified_at")
     assert not installation.is_confirmed
     assert list(Installation.objects.confirmed()) == []
 
@@ -109,11 +109,15 @@ def test_is_confirmed_and_confirmed_follow_the_confirmation_fields(
     assert list(Installation.objects.confirmed()) == [installation]
     assert list(Installation.objects.installed().confirmed()) == [installation]
 
-    # A later field joins both by being added to the tuple: either field confirms.
-    Installation.objects.filter(pk=other.pk).update(installed_at=timezone.now())
+    # Bitbucket's word confirms too, without any browser's.
+    Installation.objects.filter(pk=other.pk).update(verified_at=timezone.now())
     other.refresh_from_db()
-    assert not other.is_confirmed
-    monkeypatch.setattr(Installation, "CONFIRMATION_FIELDS", ("confirmed_at", "installed_at"))
+    assert other.confirmed_at is None
     assert other.is_confirmed
-    assert installation.is_confirmed
     assert set(Installation.objects.confirmed()) == {installation, other}
+
+    # Both read the tuple itself: without verified_at in it, Bitbucket's word counts for nothing.
+    monkeypatch.setattr(Installation, "CONFIRMATION_FIELDS", ("confirmed_at",))
+    assert not other.is_confirmed
+    assert installation.is_confirmed
+    assert set(Installation.objects.confirmed()) == {installation}
