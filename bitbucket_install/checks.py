@@ -53,7 +53,13 @@ RULE_IDS = {
 REDIRECT_SETTINGS = ("SUCCESS_URL", "FAILURE_URL")
 # Read as on only when they are True; anything else (the string "False" from an
 # environment variable) is off, and W006 says so.
-FLAG_SETTINGS = ("SIMULATOR", "TRUST_UNSIGNED_RETURNS", "WEBHOOK_TASKS")
+FLAG_SETTINGS = (
+    "SIMULATOR",
+    "TRUST_UNSIGNED_RETURNS",
+    "WEBHOOK_TASKS",
+    "CONFIRM_WITH_BITBUCKET",
+    "POST_INSTALL_REDIRECT",
+)
 # Every URL name the app reverses (its button, install flow, descriptor and callbacks).
 APP_URL_NAMES = (
     "start",
@@ -169,6 +175,7 @@ def check_settings(
         *_check_webhooks(),
         *_check_webhook_max_bytes(),
         *_check_tasks(),
+        *_check_confirmation(),
     ]
 
 
@@ -435,6 +442,80 @@ def _check_tasks() -> list[CheckMessage]:
             )
         )
     return found
+
+
+def _check_confirmation() -> list[CheckMessage]:
+    """With CONFIRM_WITH_BITBUCKET on, Bitbucket is asked through the API client (httpx),
+    and each new installation is checked again later by a task."""
+    if not app_settings.CONFIRM_WITH_BITBUCKET:
+        return []
+    try:
+        import httpx  # noqa: F401
+    except ImportError:
+        return [
+            _message(
+                "E027",
+                "BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET is on, but httpx (the API "
+                "client's extra) is not installed: no installation can be confirmed or "
+                "connected.",
+                "pip install 'django-bitbucket-install[client]'",
+            )
+        ]
+    problem = _follow_up_problem()
+    if problem is None:
+        return []
+    return [
+        _message(
+            "W009",
+            "BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET is on, but " + problem + ": made-up "
+            "installations are not removed after their callback (they still connect to "
+            "nobody, and a genuine install still takes their clientKey back).",
+            "Configure a TASKS backend with a worker that can run tasks later (e.g. "
+            '"django_tasks_db.DatabaseBackend"; on Django 5.2 with the tasks extra), '
+            "or purge never-confirmed installations with bitbucket_install_purge "
+            "--never-confirmed-days.",
+        )
+    ]
+
+
+def _follow_up_problem() -> str | None:
+    """Why the follow-up check of new installations cannot do its work, or None."""
+    try:
+        backends = task_framework.task_backends()
+        backend = backends[app_settings.TASK_BACKEND]
+    except TaskFrameworkMissing:
+        return "no tasks framework can be imported"
+    except (KeyError, ImproperlyConfigured) as error:  # the framework's InvalidTaskBackend
+        return (
+            f"the TASKS backend {app_settings.TASK_BACKEND!r} cannot be used "
+            f"({_shown(str(error))})"
+        )
+    # In development, a made-up installation left in place harms nobody.
+    if not backend.supports_defer and not settings.DEBUG:
+        return (
+            f"the TASKS backend {app_settings.TASK_BACKEND!r} cannot run a task later, so "
+            "the check runs at once, before Bitbucket can answer for the new installation"
+        )
+    return None
+
+
+@register(Tags.security, "bitbucket_install", deploy=True)
+def check_deploy_confirmation(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    if app_settings.CONFIRM_WITH_BITBUCKET:
+        return []
+    return [
+        _message(
+            "W008",
+            "BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET is off: an installation is trusted on "
+            "first use, so whoever sends the first (unsigned) installed callback for a "
+            "clientKey chooses its secret, and can have it connected to their account.",
+            "Set BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True (with the client extra "
+            "installed): the app then asks Bitbucket whether an installation is genuine "
+            "before it confirms or connects it.",
+        )
+    ]
 
 
 TASKS_HINT = (

@@ -186,6 +186,20 @@ BITBUCKET_INSTALL_FAILURE_URL = env.str("BITBUCKET_INSTALL_FAILURE_URL", default
 BITBUCKET_INSTALL_WEBHOOKS = env.list(
     "BITBUCKET_INSTALL_WEBHOOKS", default=["repo:push", "pullrequest:created"]
 )
+# Only genuine installations are confirmed or connected: Bitbucket (in the demo, the
+# simulator, which knows the installations it made) is asked first, and each new one is
+# checked again by a task shortly after its callback.
+BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = env.bool(
+    "BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET", default=True
+)
+# The backend of those tasks. Django's default runs each at once (enough for the demo);
+# production wants a worker that can run a task later, e.g.
+# TASKS_BACKEND=django_tasks_db.DatabaseBackend with `manage.py db_worker` running.
+_tasks_backend = env.str("TASKS_BACKEND", default="")
+if _tasks_backend:
+    TASKS = {"default": {"BACKEND": _tasks_backend}}
+    if _tasks_backend.startswith("django_tasks_db."):
+        INSTALLED_APPS.append("django_tasks_db")
 # A page of the example waits out a 429 of Bitbucket's for a few seconds at most.
 BITBUCKET_INSTALL_API_MAX_RETRY_WAIT = env.int("BITBUCKET_INSTALL_API_MAX_RETRY_WAIT", default=5)
 BITBUCKET_INSTALL_DESCRIPTOR = {

@@ -24,7 +24,9 @@ GOOD_DESCRIPTOR = {
 WITHOUT_APP_URLS = "tests.urls_without_app"
 STRONG_SECRET = "s" * 32
 TASKS_ON = {"BITBUCKET_INSTALL_WEBHOOK_TASKS": True}
+CONFIRM_ON = {"BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET": True}
 DUMMY_BACKEND = f"{task_framework.framework().__name__}.backends.dummy.DummyBackend"
+IMMEDIATE_BACKEND = f"{task_framework.framework().__name__}.backends.immediate.ImmediateBackend"
 UNREGISTERED = {
     "BITBUCKET_INSTALL_ADDON_KEY": None,
     "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://app.example.com/bitbucket/atlassian-connect.json",
@@ -608,6 +610,28 @@ CASES: list[Any] = [
     ),
     pytest.param({**TASKS_ON, "BITBUCKET_INSTALL_TASK_QUEUE": 5}, {"E026"}, id="E026-int"),
     pytest.param({**TASKS_ON, "BITBUCKET_INSTALL_TASK_BACKEND": ""}, {"E026"}, id="E026-empty"),
+    pytest.param(
+        {**CONFIRM_ON, "TASKS": {"default": {"BACKEND": DUMMY_BACKEND}}},
+        set(),
+        id="confirm-with-a-deferring-backend",
+    ),
+    pytest.param(
+        {**CONFIRM_ON, "TASKS": {"default": {"BACKEND": IMMEDIATE_BACKEND}}},
+        {"W009"},
+        id="W009-immediate-backend",
+    ),
+    pytest.param({**CONFIRM_ON, "TASKS": {}}, {"W009"}, id="W009-no-backend"),
+    pytest.param(
+        {**CONFIRM_ON, "TASKS": {"default": {"BACKEND": "no.such.Backend"}}},
+        {"W009"},
+        id="W009-backend-not-importable",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET": "yes"}, {"W006"}, id="W006-confirm-string"
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_POST_INSTALL_REDIRECT": 1}, {"W006"}, id="W006-post-install-int"
+    ),
     pytest.param({"BITBUCKET_INSTALL_TRUST_UNSIGNED_RETURNS": True}, {"W005"}, id="W005"),
     pytest.param({"BITBUCKET_INSTALL_SIMULATOR": "False"}, {"W006"}, id="W006-string-False"),
     pytest.param(
@@ -654,7 +678,10 @@ def test_every_id_has_a_case() -> None:
     covered: set[str] = set()
     for case in CASES + REPLAY_CACHE_CASES:
         covered |= case.values[1]
-    expected = {f"E{n:03}" for n in range(1, 27)} | {f"W{n:03}" for n in range(1, 8)}
+    # W008 is a deployment check: test_deploy_check_recommends_confirming_with_bitbucket.
+    # E027 needs httpx gone: test_confirming_without_the_client_extra_is_an_error.
+    covered |= {"W008", "E027"}
+    expected = {f"E{n:03}" for n in range(1, 28)} | {f"W{n:03}" for n in range(1, 10)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -1398,3 +1425,46 @@ def test_call_command_check_shows_the_replay_cache_warning() -> None:
     with override_settings(ROOT_URLCONF=SINGLE_USE_URLS):
         call_command("check", stdout=out, stderr=err)
     assert "bitbucket_install.W007" in out.getvalue() + err.getvalue()
+
+
+def test_deploy_check_recommends_confirming_with_bitbucket() -> None:
+    def deploy_messages(**overrides: Any) -> list[CheckMessage]:
+        with override_settings(**overrides):
+            found: list[CheckMessage] = run_checks(
+                include_deployment_checks=True, tags=["bitbucket_install"]
+            )
+            return found
+
+    (recommended,) = deploy_messages()
+    assert str(recommended.id) == "bitbucket_install.W008"
+    assert recommended.level == WARNING
+    assert "trusted on first use" in recommended.msg
+    assert "BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True" in str(recommended.hint)
+    assert deploy_messages(**CONFIRM_ON, TASKS={"default": {"BACKEND": DUMMY_BACKEND}}) == []
+    # Not a check of development: a plain ``manage.py check`` does not say it.
+    assert messages() == []
+
+
+def test_confirming_without_the_client_extra_is_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    (missing,) = messages(**CONFIRM_ON)
+    assert str(missing.id) == "bitbucket_install.E027"
+    assert missing.level == ERROR
+    assert "httpx" in missing.msg
+    assert missing.hint == "pip install 'django-bitbucket-install[client]'"
+
+
+def test_follow_up_check_warnings_say_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    (immediate,) = messages(**CONFIRM_ON, TASKS={"default": {"BACKEND": IMMEDIATE_BACKEND}})
+    assert "cannot run a task later" in immediate.msg
+    assert "made-up installations are not removed" in immediate.msg
+    assert "--never-confirmed-days" in str(immediate.hint)
+    (unloadable,) = messages(**CONFIRM_ON, TASKS={"default": {"BACKEND": "no.such.Backend"}})
+    assert "the TASKS backend 'default' cannot be used" in unloadable.msg
+    monkeypatch.setattr(task_framework, "FRAMEWORKS", ("django.no_such_tasks",))
+    (no_framework,) = messages(**CONFIRM_ON)
+    assert "no tasks framework can be imported" in no_framework.msg

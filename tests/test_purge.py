@@ -313,3 +313,84 @@ def test_a_purged_installation_takes_its_delivery_records(rows: None) -> None:
     )
     assert purge() == deleted(2)
     assert WebhookDelivery.objects.count() == 0
+
+
+# --- --never-confirmed-days ---------------------------------------------------------------
+
+
+@pytest.fixture
+def unconfirmed_rows() -> None:
+    """Installations made 10 days ago, each vouched for in one way, or in none."""
+    from django.contrib.auth.models import User
+
+    now = timezone.now()
+    long_ago = now - timedelta(days=10)
+    vouched: dict[str, dict[str, Any]] = {
+        "connection:nobody": {},
+        "connection:nobody-recent-callback": {"installed_at": now - timedelta(days=1)},
+        "connection:confirmed": {"confirmed_at": long_ago},
+        "connection:verified": {"verified_at": long_ago},
+        "connection:by-a-flow": {"confirmed_flow": "b" * 64},
+        "connection:connected": {"user": User.objects.create_user("ada")},
+    }
+    for client_key, fields in vouched.items():
+        Installation.objects.create(
+            client_key=client_key, shared_secret="s", **{"installed_at": long_ago, **fields}
+        )
+    Installation.objects.update(created_at=long_ago)
+    Installation.objects.create(client_key="connection:nobody-new", shared_secret="s")
+
+
+def test_never_confirmed_installations_are_purged_only_when_asked(
+    unconfirmed_rows: None, sent_signals: SignalRecorder
+) -> None:
+    before = installation_rows()
+    assert purge() == deleted(0)
+    assert installation_rows() == before
+
+    assert purge("--never-confirmed-days", "7") == (
+        "0 installation(s) deleted.\n"
+        "1 never-confirmed installation(s) deleted.\n"
+        "0 webhook delivery record(s) deleted.\n" + TRUST_NOTE
+    )
+    assert remaining() == {
+        "connection:nobody-recent-callback",
+        "connection:confirmed",
+        "connection:verified",
+        "connection:by-a-flow",
+        "connection:connected",
+        "connection:nobody-new",
+    }
+    assert sent_signals.none_sent
+
+
+def test_never_confirmed_dry_run_counts_each_row_once(unconfirmed_rows: None) -> None:
+    # Uninstalled long ago and never confirmed: the first rule deletes it, not the second.
+    Installation.objects.filter(client_key="connection:nobody").update(
+        uninstalled_at=timezone.now() - timedelta(days=100)
+    )
+    Installation.objects.create(
+        client_key="connection:nobody-too",
+        shared_secret="s",
+        installed_at=timezone.now() - timedelta(days=10),
+    )
+    Installation.objects.filter(client_key="connection:nobody-too").update(
+        created_at=timezone.now() - timedelta(days=10)
+    )
+    before = installation_rows()
+    assert purge("--never-confirmed-days=7", "--dry-run") == (
+        "1 installation(s) would be deleted.\n"
+        "1 never-confirmed installation(s) would be deleted.\n"
+        "0 webhook delivery record(s) would be deleted.\n" + TRUST_NOTE
+    )
+    assert installation_rows() == before
+    assert purge("--never-confirmed-days=7").startswith(
+        "1 installation(s) deleted.\n1 never-confirmed installation(s) deleted.\n"
+    )
+
+
+def test_bad_never_confirmed_days_refused(unconfirmed_rows: None) -> None:
+    before = installation_rows()
+    with pytest.raises(CommandError, match="--never-confirmed-days must not be negative"):
+        purge("--never-confirmed-days", "-1")
+    assert installation_rows() == before
