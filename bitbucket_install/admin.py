@@ -193,6 +193,7 @@ class InstallationAdmin(ModelAdmin):
         "created_at",
         "installed_at",
         "confirmed_at",
+        "verified_at",
         "uninstalled_at",
         "updated_at",
     ]

@@ -7,7 +7,8 @@ import hashlib
 import re
 import string
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
@@ -619,3 +620,18 @@ def test_admin_needs_staff(client: Client, rows: dict[str, Installation]) -> Non
     response = client.get(CHANGELIST)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_change_page_shows_when_bitbucket_vouched_for_the_installation(
+    admin_client: Client, rows: dict[str, Installation]
+) -> None:
+    installation = rows["acme"]
+    content = admin_client.get(change_url(installation)).content.decode()
+    assert "Verified with Bitbucket" in content
+    assert readonly_value(content, "verified_at") == "-"
+
+    Installation.objects.filter(pk=installation.pk).update(
+        verified_at=datetime(2026, 11, 30, 9, 15, tzinfo=dt_timezone.utc)
+    )
+    content = admin_client.get(change_url(installation)).content.decode()
+    assert "2026" in readonly_value(content, "verified_at")
