@@ -9,8 +9,10 @@ nothing, sends nothing, and logs its reason.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
@@ -126,6 +128,11 @@ class LifecycleView(View):
         raise NotImplementedError
 
 
+# How many rows one unsigned ``installed`` may find made up, one after another, while other
+# callbacks race for the same clientKey (see ``InstalledView.record_checked``).
+MAX_REPLACEMENT_ROUNDS = 5
+
+
 class _MaybeMadeUp(Exception):
     """An unsigned ``installed`` with a new secret for a row nothing vouched for: Bitbucket
     is asked about the stored secret, outside the transaction (which this rolls back)."""
@@ -179,28 +186,44 @@ class InstalledView(LifecycleView):
     def record_checked(
         self, request: HttpRequest, payload: LifecyclePayload, token: str | None
     ) -> None:
-        try:
-            super().record_checked(request, payload, token)
-        except _MaybeMadeUp as doubt:
-            made_up = doubt.installation
-            verdict = genuine.verify(made_up)
-            if verdict is genuine.Verdict.UNREACHABLE:
-                raise genuine.BitbucketUnreachable from doubt
-            if verdict is not genuine.Verdict.MADE_UP:
-                raise TokenError("token_missing") from doubt
-            atomic_retrying_lost_insert(lambda: self.replace(payload, made_up))
+        step: Callable[[], None] = functools.partial(self.record, request, payload, token)
+        # Each round asks Bitbucket about the row this callback found; when others raced
+        # for the same made-up clientKey and one replaced it meanwhile, that newer row is
+        # asked about in the next round (a genuine row ends the race: Bitbucket vouches).
+        for _ in range(MAX_REPLACEMENT_ROUNDS):
+            try:
+                atomic_retrying_lost_insert(step)
+                return
+            except _MaybeMadeUp as doubt:
+                made_up = doubt.installation
+                verdict = genuine.verify(made_up)
+                if verdict is genuine.Verdict.UNREACHABLE:
+                    raise genuine.BitbucketUnreachable from doubt
+                if verdict is not genuine.Verdict.MADE_UP:
+                    raise TokenError("token_missing") from doubt
+                step = functools.partial(self.replace, request, payload, token, made_up)
 
-    def replace(self, payload: LifecyclePayload, made_up: Installation) -> None:
+        raise TokenError("token_missing")
+
+    def replace(
+        self,
+        request: HttpRequest,
+        payload: LifecyclePayload,
+        token: str | None,
+        made_up: Installation,
+    ) -> None:
         """Bitbucket refused the stored secret outright: that row came from somebody else's
-        unsigned callback, and this one takes its clientKey back (if, under the lock, the
-        row is still that one and nothing vouched for it since)."""
+        unsigned callback, and this one takes its clientKey back, if under the lock the row
+        is still that one and nothing vouched for it since (else this callback is recorded
+        against the row as it is now)."""
         installation = Installation.objects.locked(payload.client_key)
         if (
             installation is None
             or installation.shared_secret != made_up.shared_secret
             or not genuine.is_vouched_for_by_nobody(installation)
         ):
-            raise TokenError("token_missing")
+            self.record(request, payload, token)
+            return
         installation.delete()
         created = Installation.objects.create(client_key=payload.client_key, **_fields(payload))
         logger.warning(

@@ -355,3 +355,79 @@ def test_a_signed_reinstall_of_an_unverified_row_is_checked_too(
     signed = post_lifecycle(Client(), "installed", again, secret="renewed-" + ISSUED_SECRET)
     assert signed.status_code == 204
     assert backend.results == []  # type: ignore[attr-defined]
+
+
+def test_a_made_up_row_that_replaced_the_first_meanwhile_is_asked_about_next(
+    bitbucket: FakeBitbucket, monkeypatch: pytest.MonkeyPatch, sent_signals: SignalRecorder
+) -> None:
+    """Other unsigned callbacks race for the clientKey: the row this callback was about
+    to replace was replaced first by another made-up one, which is asked about in turn."""
+    squat(bitbucket)
+    verify = genuine.verify
+    asked: list[str] = []
+    racers = iter(["racer-one-secret-0123456789abcdef", "racer-two-secret-0123456789abcdef"])
+
+    def verify_while_others_race(installation: Installation) -> genuine.Verdict:
+        asked.append(installation.shared_secret)
+        verdict = verify(installation)
+        racer = next(racers, None)
+        if racer is not None:
+            Installation.objects.filter(client_key=KEY_A).update(shared_secret=racer)
+        return verdict
+
+    monkeypatch.setattr(genuine, "verify", verify_while_others_race)
+
+    assert bitbucket_installs(bitbucket).status_code == 204
+    assert asked == [
+        CHOSEN_SECRET,
+        "racer-one-secret-0123456789abcdef",
+        "racer-two-secret-0123456789abcdef",
+    ]
+    [row] = Installation.objects.all()
+    assert row.shared_secret == ISSUED_SECRET
+    assert sent_signals.none_sent
+
+
+def test_a_race_that_never_settles_is_refused(
+    bitbucket: FakeBitbucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bitbucket_install import lifecycle
+
+    squat(bitbucket)
+    verify = genuine.verify
+    rounds: list[int] = []
+
+    def verify_while_others_keep_racing(installation: Installation) -> genuine.Verdict:
+        verdict = verify(installation)
+        rounds.append(1)
+        Installation.objects.filter(client_key=KEY_A).update(
+            shared_secret=f"racer-{len(rounds)}-secret-0123456789abcdef"
+        )
+        return verdict
+
+    monkeypatch.setattr(genuine, "verify", verify_while_others_keep_racing)
+
+    assert bitbucket_installs(bitbucket).status_code == 401
+    assert len(rounds) == lifecycle.MAX_REPLACEMENT_ROUNDS
+    [row] = Installation.objects.all()
+    assert row.shared_secret == f"racer-{len(rounds)}-secret-0123456789abcdef"
+
+
+def test_a_made_up_row_removed_meanwhile_leaves_the_client_key_to_this_callback(
+    bitbucket: FakeBitbucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follow-up check removed the made-up row while this callback asked Bitbucket
+    about it: this callback is then a first install."""
+    squat(bitbucket)
+    verify = genuine.verify
+
+    def verify_then_removed(installation: Installation) -> genuine.Verdict:
+        verdict = verify(installation)
+        Installation.objects.filter(pk=installation.pk).delete()
+        return verdict
+
+    monkeypatch.setattr(genuine, "verify", verify_then_removed)
+
+    assert bitbucket_installs(bitbucket).status_code == 204
+    [row] = Installation.objects.all()
+    assert row.shared_secret == ISSUED_SECRET
