@@ -22,6 +22,8 @@ from bitbucket_install.identifiers import (
 )
 
 DEFAULT_AUTHORIZE_URL = "https://bitbucket.org/site/addons/authorize"
+# Where Forge Invocation Tokens' signing keys are published (Atlassian's production JWKS).
+DEFAULT_FORGE_JWKS_URL = "https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json"
 DEFAULT_BITBUCKET_ORIGINS = ("https://bitbucket.org", "https://api.bitbucket.org")
 # (smallest, largest, default) seconds of each duration setting: what the protocol needs
 # and no more. A larger value would only weaken verification (a year of leeway accepts a
@@ -169,6 +171,21 @@ class Settings:
         """True: the descriptor's ``postInstallRedirect`` sends installs begun on
         Bitbucket's side to the ``landing`` view. Only True turns it on."""
         return _get("POST_INSTALL_REDIRECT") is True
+
+    @property
+    def FORGE_APP_ID(self) -> str | None:
+        """The Forge app's ARI (``ari:cloud:ecosystem::app/<uuid>``), as in its manifest."""
+        return _text("FORGE_APP_ID")
+
+    @property
+    def FORGE_APP_LINK(self) -> str | None:
+        """The Forge app's install link, the descriptor's ``forgeAppLink``."""
+        return _text("FORGE_APP_LINK")
+
+    @property
+    def FORGE_JWKS_URL(self) -> str:
+        """Where the keys of Forge Invocation Tokens come from."""
+        return _text("FORGE_JWKS_URL") or DEFAULT_FORGE_JWKS_URL
 
     @property
     def BITBUCKET_ORIGINS(self) -> frozenset[str]:

@@ -546,3 +546,22 @@ def test_a_huge_max_age_does_not_accept_a_token_that_lives_a_year(rf: RequestFac
     assert _reason(request, _token_expired_ago(-60, lifetime=YEAR)) == "token_too_old"
     assert _reason(request, _token_expired_ago(-60, lifetime=3601)) == "token_too_old"
     assert _reason(request, _token_expired_ago(-60, lifetime=3600)) is None
+
+
+def test_forge_settings(settings: Settings) -> None:
+    from bitbucket_install.conf import DEFAULT_FORGE_JWKS_URL, app_settings
+
+    assert app_settings.FORGE_APP_ID is None
+    assert app_settings.FORGE_APP_LINK is None
+    assert app_settings.FORGE_JWKS_URL == DEFAULT_FORGE_JWKS_URL
+    settings.BITBUCKET_INSTALL_FORGE_APP_ID = (
+        "ari:cloud:ecosystem::app/0b0e3c2a-1d2e-4f5a-8b6c-7d8e9f0a1b2c"
+    )
+    settings.BITBUCKET_INSTALL_FORGE_APP_LINK = "https://developer.atlassian.com/console/install/x"
+    settings.BITBUCKET_INSTALL_FORGE_JWKS_URL = "http://127.0.0.1:9/jwks.json"
+    assert (
+        app_settings.FORGE_APP_ID
+        == "ari:cloud:ecosystem::app/0b0e3c2a-1d2e-4f5a-8b6c-7d8e9f0a1b2c"
+    )
+    assert app_settings.FORGE_APP_LINK == "https://developer.atlassian.com/console/install/x"
+    assert app_settings.FORGE_JWKS_URL == "http://127.0.0.1:9/jwks.json"
