@@ -1,0 +1,1 @@
+"""Forge: the Django site as the Forge Remote of a Bitbucket app moving from Connect."""
