@@ -51,6 +51,7 @@ from bitbucket_install.simulator.base import (
     is_loopback_url,
     lifecycle_token,
     parse_link,
+    post_install_url,
     success_url,
 )
 from bitbucket_install.simulator.transport import TRANSPORT_ERRORS
@@ -248,6 +249,12 @@ def grant(
         workspace=workspace.name,
         scopes=descriptor.scopes,
     )
+    if link.redirect_uri is None and descriptor.post_install_redirect:
+        # Installed from Bitbucket's side: its postInstallRedirect takes the browser back.
+        target = post_install_url(
+            descriptor, client_key, shared_secret, workspace, send_jwt=send_jwt
+        )
+        return HttpResponseRedirect(target)
     if link.redirect_uri is None:
         context = {
             "descriptor": descriptor,
