@@ -31,8 +31,8 @@ from tests.configurations.site import (
     Form,
     Site,
     connect_on_landing,
-    install_from_bitbucket,
     install,
+    install_from_bitbucket,
     press_button,
     token_only_sent_back_by_bitbucket,
 )
