@@ -49,7 +49,10 @@ def post_install_redirect(settings: Settings) -> None:
 
 
 def from_bitbucket(client: Client, *, send_jwt: bool) -> Any:
-    response = grant(client, link(addon_key=APP_KEY), workspace="", send_jwt=send_jwt)
+    data = {"action": "grant", "workspace": "", "follow_redirect": "on"}
+    if send_jwt:
+        data["send_jwt"] = "on"
+    response = client.post(link(addon_key=APP_KEY), data)
     assert response.status_code == 302
     return response
 
@@ -94,6 +97,13 @@ def test_the_landing_offers_what_the_simulator_installed(
     assert [kwargs["user"] for kwargs in sent_signals.of(installed)] == [None] * send_jwt
 
 
+def test_not_following_the_redirect_stays_on_the_simulator(client: Client, router: Router) -> None:
+    response = grant(client, link(addon_key=APP_KEY), workspace="")
+    assert response.status_code == 200
+    assert "It is installed on Demo workspace." in response.content.decode()
+    assert len(router.posts()) == 1
+
+
 def test_without_the_setting_the_user_stays_on_the_simulator(
     client: Client, router: Router, settings: Settings
 ) -> None:
@@ -112,9 +122,11 @@ def test_a_flows_redirect_uri_still_wins(client: Client, router: Router) -> None
 def test_the_consent_page_says_where_the_jwt_goes(client: Client) -> None:
     html = client.get(link(addon_key=APP_KEY)).content.decode()
     assert "Append a signed jwt to the post-install redirect" in html
+    assert 'id="follow-redirect" name="follow_redirect" type="checkbox" value="on" checked' in html
     callback = BASE_URL + "/bitbucket/callback/"
     html = client.get(link(addon_key=APP_KEY, redirect_uri=callback)).content.decode()
     assert "Send a signed jwt back with the clientKey" in html
+    assert 'id="follow-redirect"' not in html
 
 
 def console_link(client: Client) -> str | None:
