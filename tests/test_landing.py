@@ -23,9 +23,11 @@ from tests.callback_helpers import (
     INSTALL_SECRET,
     KEY_A,
     KEY_B,
+    app_log,
     assert_protected,
     installed_via_lifecycle,
     login,
+    records_mentioning,
     session_rows,
     sets_session_cookie,
 )
@@ -279,8 +281,11 @@ def test_an_arrival_replaces_an_earlier_offer(client: Client) -> None:
 
 
 def page(client: Client) -> Any:
+    """The clean landing page, which only reads: no row changes."""
+    before = installation_rows()
     response = client.get(LANDING_PATH)
     assert_protected(response, referrer_policy="same-origin")
+    assert installation_rows() == before
     return response
 
 
@@ -336,7 +341,9 @@ def test_connected_to_you_already(client: Client) -> None:
 
 
 @pytest.mark.parametrize("signed_in", [True, False])
-def test_connected_to_another_account_is_never_offered(client: Client, signed_in: bool) -> None:
+def test_connected_to_another_account_is_never_offered(
+    client: Client, sent_signals: SignalRecorder, signed_in: bool
+) -> None:
     installed_via_lifecycle()
     landed(client)
     Installation.objects.update(user=User.objects.create_user("grace"))
@@ -346,9 +353,12 @@ def test_connected_to_another_account_is_never_offered(client: Client, signed_in
     assert state_of(response) == "other_account"
     assert b'id="connect-form"' not in response.content
     assert KEY_A.encode() not in response.content
+    assert sent_signals.none_sent
 
 
-def test_the_offer_expires_with_the_window(client: Client, settings: Settings) -> None:
+def test_the_offer_expires_with_the_window(
+    client: Client, settings: Settings, sent_signals: SignalRecorder
+) -> None:
     settings.BITBUCKET_INSTALL_FLOW_MAX_AGE = 300
     installed_via_lifecycle()
     landed(client)
@@ -358,6 +368,7 @@ def test_the_offer_expires_with_the_window(client: Client, settings: Settings) -
     assert state_of(response) == "expired"
     assert b'id="connect-form"' not in response.content
     assert b'href="/bitbucket/install/"' in response.content
+    assert sent_signals.none_sent
 
 
 def test_a_row_a_jwt_made_before_its_callback_counts_from_its_creation(
@@ -676,3 +687,29 @@ def test_offer_round_trip() -> None:
     offer = Offer(KEY_A, 12.5, signed=True)
     assert offer.as_session() == {"client_key": KEY_A, "landed_at": 12.5, "signed": True}
     assert landing.Bind.CONNECTED == "connected"
+
+
+@pytest.mark.usefixtures("confirm_with_bitbucket")
+def test_a_signed_landing_bitbucket_does_not_vouch_for_is_refused(
+    client: Client, monkeypatch: pytest.MonkeyPatch, sent_signals: SignalRecorder
+) -> None:
+    bitbucket_answers(monkeypatch, 401)
+    installed_via_lifecycle()
+    before = installation_rows()
+    response = client.get(signed_landing_url(KEY_A, INSTALL_SECRET))
+    assert_protected(response)
+    assert_refused(client, response, 400, before, sent_signals)
+    assert offer_of(client) is None
+
+
+def test_a_refused_landing_logs_its_reason_and_never_the_token(
+    client: Client, caplog: pytest.LogCaptureFixture, sent_signals: SignalRecorder
+) -> None:
+    installed_via_lifecycle()
+    url = signed_landing_url(KEY_A, "a-secret-nobody-has-0123456789")
+    token = parse_qs(urlsplit(url).query)["jwt"][0]
+    with caplog.at_level("INFO"):
+        assert client.get(url).status_code == 400
+    assert ("WARNING", "landing rejected: reason=token_signature") in app_log(caplog)
+    assert records_mentioning(caplog, token) == []
+    assert sent_signals.none_sent
