@@ -69,6 +69,7 @@ APP_URL_NAMES = (
     "installed",
     "uninstalled",
     "webhook",
+    "landing",
 )
 KNOWN_CONTEXTS = {"account"}
 UNSET = object()

@@ -16,6 +16,13 @@ from bitbucket_install.conf import DEFAULT_DESCRIPTOR, app_settings
 BUILT_KEYS = {"key", "name", "description", "vendor", "scopes", "contexts", "modules"}
 # Keys the app alone fills in: its URLs and verification depend on them.
 APP_OWNED_KEYS = {"baseUrl", "authentication", "lifecycle"}
+# The ``postInstallRedirect`` module of ``BITBUCKET_INSTALL_POST_INSTALL_REDIRECT``: its key,
+# and the context parameters Bitbucket fills in (those of the account the app was
+# installed on, the workspace).
+POST_INSTALL_REDIRECT_KEY = "bitbucket-install-landing"
+POST_INSTALL_REDIRECT_QUERY = (
+    "?user_uuid={user_uuid}&user_username={user_username}&user_type={user_type}"
+)
 
 
 def build_descriptor() -> dict[str, Any]:
@@ -45,8 +52,11 @@ def build_descriptor() -> dict[str, Any]:
 
 def _modules(configured: object) -> dict[str, Any]:
     """The project's modules (a copy: the setting is never changed), with a webhook module
-    per event of ``BITBUCKET_INSTALL_WEBHOOKS`` after the project's own webhooks."""
+    per event of ``BITBUCKET_INSTALL_WEBHOOKS`` after the project's own webhooks, and the
+    landing's ``postInstallRedirect`` unless the project has one of its own."""
     modules = dict(configured) if isinstance(configured, dict) else {}
+    if app_settings.POST_INSTALL_REDIRECT and "postInstallRedirect" not in modules:
+        modules["postInstallRedirect"] = post_install_redirect()
     events = app_settings.WEBHOOKS
     own = modules.get("webhooks", [])
     # Nothing asked for, or the project's webhooks are no list (check E024 says so):
@@ -61,6 +71,12 @@ def _modules(configured: object) -> dict[str, Any]:
             webhooks.append(entry)
     modules["webhooks"] = webhooks
     return modules
+
+
+def post_install_redirect() -> dict[str, str]:
+    """The module that sends installs begun on Bitbucket's side to the ``landing`` view."""
+    path = app_settings.relative_to_base(reverse("bitbucket_install:landing"))
+    return {"key": POST_INSTALL_REDIRECT_KEY, "url": path + POST_INSTALL_REDIRECT_QUERY}
 
 
 def _list_or_default(configured: dict[str, Any], name: str) -> list[Any]:

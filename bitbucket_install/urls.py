@@ -7,6 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from bitbucket_install import views
 from bitbucket_install.conf import app_settings
 from bitbucket_install.descriptor import DescriptorView
+from bitbucket_install.landing import LandingView
 from bitbucket_install.lifecycle import InstalledView, UninstalledView
 from bitbucket_install.webhooks import WebhookView
 
@@ -66,6 +67,8 @@ urlpatterns = [
     # The redirect_uri of a flow started here: its last segment is the flow's id.
     path("callback/<str:flow_id>/", views.CallbackView.as_view(), name="callback_flow"),
     path("result/", views.ResultView.as_view(), name="result"),
+    # Where the descriptor's postInstallRedirect sends installs begun on Bitbucket's side.
+    path("landing/", LandingView.as_view(), name="landing"),
     path("atlassian-connect.json", DescriptorView.as_view(), name="descriptor"),
     path("installed", InstalledView.as_view(), name="installed"),
     path("uninstalled", UninstalledView.as_view(), name="uninstalled"),

@@ -200,6 +200,11 @@ if _tasks_backend:
     TASKS = {"default": {"BACKEND": _tasks_backend}}
     if _tasks_backend.startswith("django_tasks_db."):
         INSTALLED_APPS.append("django_tasks_db")
+# Installs begun on Bitbucket's side (the simulator console's "Install from Bitbucket")
+# land on the app's landing page, where a signed-in user connects them.
+BITBUCKET_INSTALL_POST_INSTALL_REDIRECT = env.bool(
+    "BITBUCKET_INSTALL_POST_INSTALL_REDIRECT", default=True
+)
 # A page of the example waits out a 429 of Bitbucket's for a few seconds at most.
 BITBUCKET_INSTALL_API_MAX_RETRY_WAIT = env.int("BITBUCKET_INSTALL_API_MAX_RETRY_WAIT", default=5)
 BITBUCKET_INSTALL_DESCRIPTOR = {

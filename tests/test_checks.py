@@ -898,7 +898,8 @@ def test_missing_app_urls_message_shows_the_include_line() -> None:
         "The URLconf 'tests.urls_without_app' does not include the app's URLs "
         "(bitbucket_install:start, bitbucket_install:callback, bitbucket_install:result, "
         "bitbucket_install:descriptor, bitbucket_install:installed, "
-        "bitbucket_install:uninstalled, bitbucket_install:webhook cannot be reversed)."
+        "bitbucket_install:uninstalled, bitbucket_install:webhook, bitbucket_install:landing "
+        "cannot be reversed)."
     )
     assert 'path("bitbucket/", include("bitbucket_install.urls"))' in str(message.hint)
 

@@ -356,3 +356,61 @@ def test_webhook_url_under_a_script_prefix(restore_script_prefix: None) -> None:
     assert json.loads(body)["modules"]["webhooks"] == [
         {"event": "repo:push", "url": "/bitbucket/webhook"}
     ]
+
+
+LANDING_QUERY = "?user_uuid={user_uuid}&user_username={user_username}&user_type={user_type}"
+
+
+@override_settings(BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=True)
+def test_post_install_redirect_points_at_the_landing(client: Client) -> None:
+    assert get_descriptor(client)["modules"] == {
+        "postInstallRedirect": {
+            "key": "bitbucket-install-landing",
+            "url": "/bitbucket/landing/" + LANDING_QUERY,
+        }
+    }
+
+
+@pytest.mark.parametrize("value", [False, None, "true", 1])
+def test_post_install_redirect_only_when_true(client: Client, value: object) -> None:
+    with override_settings(BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=value):
+        assert "postInstallRedirect" not in get_descriptor(client)["modules"]
+
+
+@override_settings(
+    BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=True,
+    BITBUCKET_INSTALL_WEBHOOKS=["repo:push"],
+    BITBUCKET_INSTALL_DESCRIPTOR={
+        "name": "Example app",
+        "modules": {
+            "postInstallRedirect": {"key": "own", "url": "/welcome?team={user_username}"},
+            "webPanels": [{"key": "panel"}],
+        },
+    },
+)
+def test_the_projects_post_install_redirect_is_never_overwritten(client: Client) -> None:
+    assert get_descriptor(client)["modules"] == {
+        "postInstallRedirect": {"key": "own", "url": "/welcome?team={user_username}"},
+        "webPanels": [{"key": "panel"}],
+        "webhooks": [{"event": "repo:push", "url": "/bitbucket/webhook"}],
+    }
+
+
+@override_settings(
+    BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=True,
+    BITBUCKET_INSTALL_BASE_URL="https://app.example.com/bitbucket",
+)
+def test_post_install_redirect_is_relative_to_the_base_url_path(client: Client) -> None:
+    url = get_descriptor(client)["modules"]["postInstallRedirect"]["url"]
+    assert url == "/landing/" + LANDING_QUERY
+
+
+@override_settings(
+    BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=True,
+    BITBUCKET_INSTALL_BASE_URL="https://app.example.com/prefix",
+)
+def test_post_install_redirect_under_a_script_prefix(restore_script_prefix: None) -> None:
+    status, _, body = wsgi_get("/bitbucket/atlassian-connect.json", "/prefix")
+    assert status == "200 OK"
+    redirect = json.loads(body)["modules"]["postInstallRedirect"]
+    assert redirect["url"] == "/bitbucket/landing/" + LANDING_QUERY

@@ -1370,3 +1370,15 @@ def test_end_to_end_over_http(
     assert [item.event for item in page.context["deliveries"]] == ["repo:push"]
     assert "acme/website" in page.content.decode()
     ReceivedWebhook.objects.all().delete()
+
+
+def test_example_settings_send_installs_from_bitbucket_to_the_landing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings(
+        monkeypatch, tmp_path, "", DEBUG="on"
+    ).BITBUCKET_INSTALL_POST_INSTALL_REDIRECT
+    off = load_settings(
+        monkeypatch, tmp_path, "BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=off\n", DEBUG="on"
+    )
+    assert off.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT is False

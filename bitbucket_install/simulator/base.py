@@ -58,6 +58,10 @@ PROPERTY_PATHS = (
     ("user", re.compile("/2.0/users/" + _SEGMENT.format("user") + _PROPERTY_TAIL)),
 )
 COMMIT_PATTERN = re.compile(r"[0-9a-fA-F]{7,40}")
+# The ``user_type`` of a workspace in a ``postInstallRedirect`` URL. Atlassian's page lists
+# "team" or "user" (from before workspaces); whether Bitbucket now says "workspace" is not
+# documented. The simulator says "team".
+WORKSPACE_USER_TYPE = "team"
 
 
 class SimulatedError(Exception):
@@ -103,6 +107,8 @@ class Descriptor:
     base_url: str
     installed_path: str
     scopes: tuple[str, ...]
+    # ``modules.postInstallRedirect.url``, absolute (under ``base_url``); "" if none.
+    post_install_redirect: str = ""
 
     @property
     def base_path(self) -> str:
@@ -278,6 +284,7 @@ def check_descriptor(data: object, addon_key: str | None, site_base_url: str | N
     vendor_name = vendor.get("name") if isinstance(vendor, dict) else None
     description = data.get("description")
     scopes = data.get("scopes")
+    modules = data.get("modules")
     return Descriptor(
         key=key,
         name=name,
@@ -286,7 +293,52 @@ def check_descriptor(data: object, addon_key: str | None, site_base_url: str | N
         base_url=base_url,
         installed_path=installed,
         scopes=tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else (),
+        post_install_redirect=_post_install_redirect(modules, base_url),
     )
+
+
+def _post_install_redirect(modules: object, base_url: str) -> str:
+    """The descriptor's ``postInstallRedirect`` URL made absolute ("" if it has none). A
+    relative URL is relative to the ``baseUrl``; either way it must stay under it, since
+    the simulator may sign what it sends there."""
+    module = modules.get("postInstallRedirect") if isinstance(modules, dict) else None
+    if module is None:
+        return ""
+    url = module.get("url") if isinstance(module, dict) else None
+    if not isinstance(url, str) or not url:
+        raise _invalid_descriptor("The descriptor's postInstallRedirect has no url.")
+    if url.startswith("/") and not url.startswith("//"):
+        url = base_url.rstrip("/") + url
+    # Checked with its context parameters as plain text: braces make no URL of their own.
+    if not is_under_base(url.replace("{", "").replace("}", ""), base_url):
+        raise _invalid_descriptor("The descriptor's postInstallRedirect leaves its baseUrl.")
+    return url
+
+
+def post_install_url(
+    descriptor: Descriptor,
+    client_key: str,
+    shared_secret: str,
+    workspace: Workspace,
+    *,
+    send_jwt: bool,
+) -> str:
+    """Where Bitbucket sends the browser after an install begun on its side: the
+    descriptor's ``postInstallRedirect`` with the context parameters of the account the
+    app was installed on filled in (percent-encoded), and with ``send_jwt`` a ``jwt`` over
+    exactly that GET (whether Bitbucket appends one is not documented)."""
+    values = {
+        "user_uuid": workspace.uuid,
+        "user_username": workspace.slug,
+        "user_type": WORKSPACE_USER_TYPE,
+    }
+    url = descriptor.post_install_redirect
+    for name, value in values.items():
+        url = url.replace("{" + name + "}", quote(value, safe=""))
+    if not send_jwt:
+        return url
+    token = request_token(client_key, shared_secret, "GET", url, descriptor.base_path)
+    return add_query(url, [("jwt", token)])
 
 
 def check_redirect(link: LinkParameters, descriptor: Descriptor) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
@@ -119,6 +120,20 @@ def send_webhook(data: dict[str, str]) -> dict[str, Any]:
     return {**sent, "status": status, "ok": 200 <= status < 300, "answer": text}
 
 
+def install_from_bitbucket_url() -> str:
+    """The simulator's authorize page for this site's own app, without a ``redirect_uri``:
+    an install begun on Bitbucket's side (its marketplace or workspace settings), after
+    which the descriptor's ``postInstallRedirect``, if any, takes the browser back. "" when
+    the settings name no app."""
+    if app_settings.ADDON_KEY is not None:
+        query = {"addon_key": app_settings.ADDON_KEY}
+    elif app_settings.DESCRIPTOR_URI is not None:
+        query = {"descriptor_uri": app_settings.DESCRIPTOR_URI}
+    else:
+        return ""
+    return reverse("bitbucket_install:simulator") + "?" + urlencode(query)
+
+
 def rate_limit(data: dict[str, str]) -> int:
     try:
         calls = int(data.get("calls", ""))
@@ -163,6 +178,7 @@ class ConsoleView(View):
             events=event_choices(),
             rate_limited_calls=state.rate_limited_calls(),
             max_calls=MAX_RATE_LIMITED_CALLS,
+            install_url=install_from_bitbucket_url(),
             action=reverse("bitbucket_install:simulator_console"),
         )
         return render(request, TEMPLATE, context, status=status)

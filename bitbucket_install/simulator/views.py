@@ -51,6 +51,7 @@ from bitbucket_install.simulator.base import (
     is_loopback_url,
     lifecycle_token,
     parse_link,
+    post_install_url,
     success_url,
 )
 from bitbucket_install.simulator.transport import TRANSPORT_ERRORS
@@ -222,8 +223,11 @@ def grant(
     workspace: Workspace,
     *,
     send_jwt: bool,
+    follow_redirect: bool = True,
 ) -> HttpResponse:
-    """Install: the ``installed`` callback over HTTP, then the browser back to the app."""
+    """Install: the ``installed`` callback over HTTP, then the browser back to the app (for
+    a link without ``redirect_uri``, to the descriptor's ``postInstallRedirect`` if it has
+    one and ``follow_redirect``)."""
     key = state.install_key(link, descriptor, workspace)
     previous = state.previous_install(key)
     if previous is not None:
@@ -248,6 +252,12 @@ def grant(
         workspace=workspace.name,
         scopes=descriptor.scopes,
     )
+    if link.redirect_uri is None and descriptor.post_install_redirect and follow_redirect:
+        # Installed from Bitbucket's side: its postInstallRedirect takes the browser back.
+        target = post_install_url(
+            descriptor, client_key, shared_secret, workspace, send_jwt=send_jwt
+        )
+        return HttpResponseRedirect(target)
     if link.redirect_uri is None:
         context = {
             "descriptor": descriptor,
@@ -334,7 +344,10 @@ class SimulatorView(View):
             if action == "grant":
                 workspace = Workspace.named(request.POST.get("workspace", ""))
                 send_jwt = request.POST.get("send_jwt") == "on"
-                return grant(request, link, descriptor, workspace, send_jwt=send_jwt)
+                follow = request.POST.get("follow_redirect") == "on"
+                return grant(
+                    request, link, descriptor, workspace, send_jwt=send_jwt, follow_redirect=follow
+                )
             if action == "deny":
                 code, description = "access_denied", "The user denied access to the app."
             else:

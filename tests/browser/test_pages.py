@@ -194,6 +194,8 @@ def simulator_installed(contexts: Contexts, server: DemoServer) -> Arrival:
     descriptor = f"{server.url}/bitbucket/atlassian-connect.json"
     page.goto(SIMULATOR_PATH + "?" + urlencode({"descriptor_uri": descriptor}))
     page.locator("#workspace").fill("Simulator workspace")
+    # The demo's descriptor has a postInstallRedirect: stay on the simulator instead.
+    page.locator("#follow-redirect").uncheck()
     page.get_by_role("button", name="Grant access").click()
     expect(heading(page)).to_have_text("Example app is installed")
     expect(page.locator("#client-key")).to_have_text(re.compile(r"^connection:"))

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from html import unescape
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
 from typing import Any, Protocol
@@ -464,3 +465,42 @@ def admin_lists_installations(site: Site, principal_name: str) -> None:
     listed = browser.get(changelist)
     assert listed.status == 200
     assert principal_name in listed.text
+
+
+@dataclass(frozen=True)
+class Landing:
+    """The steps of one install begun on Bitbucket's side, from the simulator's console to
+    the app's clean landing page."""
+
+    consent: Answer  # the simulator's page, opened from the console's link
+    back: Answer  # the simulator's 302 to the descriptor's postInstallRedirect
+    landed: Answer  # the landing's 303 to its clean URL
+    page: Answer  # the clean landing page
+
+
+CONSOLE_INSTALL_LINK = re.compile(r'href="([^"]+)" id="install-from-bitbucket"')
+
+
+def install_from_bitbucket(
+    browser: Browser, console_url: str, *, workspace: str = "Acme Team", send_jwt: bool = True
+) -> Landing:
+    """Install from the simulator console's "Install from Bitbucket", then land."""
+    console = browser.get(console_url)
+    assert console.status == 200, (console.status, console.text[:2000])
+    [href] = CONSOLE_INSTALL_LINK.findall(console.text)
+    consent = browser.get(urljoin(console.url, unescape(href)))
+    assert consent.status == 200, (consent.status, consent.text[:2000])
+    changes = {"workspace": workspace, "send_jwt": "on" if send_jwt else None}
+    back = browser.submit(
+        consent, consent.form(id="consent-form"), changes, button=("action", "grant")
+    )
+    assert back.status == 302, (back.status, back.text[:2000])
+    landed = browser.get(back.location)
+    assert landed.status == 303, (landed.status, landed.text[:2000])
+    page = browser.get(landed.location)
+    return Landing(consent, back, landed, page)
+
+
+def connect_on_landing(browser: Browser, page: Answer) -> Answer:
+    """Press "Connect <workspace>" on the landing page."""
+    return browser.submit(page, page.form(id="connect-form"))

@@ -22,7 +22,13 @@ from django.dispatch import Signal
 from bitbucket_install.models import Installation, WebhookDelivery
 from bitbucket_install.signals import install_failed, installed, webhook_received
 from tests.callback_helpers import APP_SECRET, KEY_A, KEY_B, signed_query
-from tests.configurations.site import Site, install, press_button
+from tests.configurations.site import (
+    Site,
+    connect_on_landing,
+    install,
+    install_from_bitbucket,
+    press_button,
+)
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows
 from tests.webhook_helpers import (
@@ -190,3 +196,25 @@ def test_a_receiver_that_fails_on_the_database_does_not_break_the_webhook(
         webhook_received.disconnect(failing_receiver)
     assert len(delivery_rows()) == 1
     assert len(sent_signals.of(webhook_received)) == 1
+
+
+def test_a_connect_from_the_landing_signals_after_the_commit(
+    site: Site,
+    site_settings: Any,
+    sent_signals: SignalRecorder,
+    seen_at_signal: list[dict[str, Any]],
+) -> None:
+    site_settings.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT = True
+    user = User.objects.create_user("ada")
+    browser = site.browser()
+    browser.force_login(user)
+    landing = install_from_bitbucket(browser, site.url("/bitbucket/simulator/console/"))
+    connected = connect_on_landing(browser, landing.page)
+    assert connected.status == 303
+    assert Installation.objects.get().user_id == user.pk
+    # The landing's confirmation (to nobody), then the connection: each after its commit.
+    assert [kwargs["user"] for kwargs in sent_signals.of(installed)] == [None, user]
+    assert seen_at_signal == [
+        {"signal": installed, "in_transaction": False, "row_confirmed": True},
+        {"signal": installed, "in_transaction": False, "row_confirmed": True},
+    ]

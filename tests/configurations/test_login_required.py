@@ -11,7 +11,9 @@ button.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -26,8 +28,11 @@ from bitbucket_install.tokens import encode_token
 from bitbucket_install.views import authorize_url
 from tests.callback_helpers import APP_SECRET, KEY_A, signed_query
 from tests.configurations.site import (
+    Form,
     Site,
+    connect_on_landing,
     install,
+    install_from_bitbucket,
     press_button,
     token_only_sent_back_by_bitbucket,
 )
@@ -275,3 +280,61 @@ def test_admin_lists_the_installation_for_a_signed_in_staff_member(site: Site) -
 
     assert listed.status == 200
     assert "Acme Team" in listed.text
+
+
+def test_an_install_from_bitbucket_lands_signs_in_and_connects(
+    site: Site, site_settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """The landing answers a signed-out visitor (no login redirect with its jwt in
+    ``next``); its "Sign in to connect" comes back to it, and the POST connects."""
+    site_settings.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT = True
+    user = new_user("ada")
+    browser = site.browser()
+    landing = install_from_bitbucket(
+        browser, site.url(reverse("bitbucket_install:simulator_console"))
+    )
+    assert landing.landed.location == site.url(reverse("bitbucket_install:landing"))
+    assert landing.page.status == 200
+    assert 'data-state="signed_out"' in landing.page.text
+    [token] = parse_qs(urlsplit(landing.back.location).query)["jwt"]
+    assert all(token not in (answer.header("Location") or "") for answer in browser.answers[-2:])
+
+    [href] = re.findall(r'href="([^"]+)" id="sign-in-link"', landing.page.text)
+    login_page = browser.get(site.url(html.unescape(href)))
+    assert login_page.status == 200
+    signed_in = browser.log_in(login_page, "ada", PASSWORD)
+    assert signed_in.status == 302
+    assert signed_in.location == site.url(reverse("bitbucket_install:landing"))
+    offer = browser.get(signed_in.location)
+    assert 'data-state="offer"' in offer.text
+
+    connected = connect_on_landing(browser, offer)
+    assert connected.status == 303
+    assert Installation.objects.get().user_id == user.pk
+    assert [kwargs["user"] for kwargs in sent_signals.of(installed)] == [None, user]
+
+
+def test_a_signed_out_connect_post_goes_to_the_login(
+    site: Site, site_settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    site_settings.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT = True
+    browser = site.browser()
+    landing = install_from_bitbucket(
+        browser, site.url(reverse("bitbucket_install:simulator_console")), send_jwt=False
+    )
+    client_key = Installation.objects.get().client_key
+    before = installation_rows()
+    # The signed-out page has no form; this POST carries the CSRF token of another page.
+    form = landing.consent.form(id="consent-form")
+    [csrf_token] = [value for name, value in form.fields if name == "csrfmiddlewaretoken"]
+    posted = browser.submit(
+        landing.page,
+        Form(method="post", action="", fields=[], id="", classes=[]),
+        {"client_key": client_key, "csrfmiddlewaretoken": csrf_token},
+    )
+    assert posted.status == 302
+    login_url = urlsplit(posted.location)
+    assert login_url.path == LOGIN_PATH
+    assert parse_qs(login_url.query)["next"] == [reverse("bitbucket_install:landing")]
+    assert installation_rows() == before
+    assert sent_signals.none_sent

@@ -23,7 +23,13 @@ from bitbucket_install.models import Installation
 from bitbucket_install.signals import installed, uninstalled, webhook_received
 from bitbucket_install.tokens import encode_token
 from tests.callback_helpers import APP_SECRET, KEY_A, signed_query
-from tests.configurations.site import FrontEnd, Site, install
+from tests.configurations.site import (
+    FrontEnd,
+    Site,
+    connect_on_landing,
+    install,
+    install_from_bitbucket,
+)
 from tests.conftest import SignalRecorder
 from tests.lifecycle_helpers import installation_rows, lifecycle_body, lifecycle_token
 from tests.webhook_helpers import delivery_body, delivery_rows, http_headers, installation
@@ -218,3 +224,33 @@ def test_admin_under_the_prefix(site: Site) -> None:
     assert f'href="/sub/admin/bitbucket_install/installation/{installation.pk}/change/' in (
         listed.text
     )
+
+
+@pytest.mark.parametrize("send_jwt", [True, False])
+def test_an_install_from_bitbucket_lands_and_connects_under_the_prefix(
+    site: Site, site_settings: Settings, sent_signals: SignalRecorder, send_jwt: bool
+) -> None:
+    """The descriptor's postInstallRedirect is relative to the base URL; the landing's jwt
+    is signed over ``/bitbucket/landing/`` and verified so."""
+    site_settings.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT = True
+    user = User.objects.create_user("ada")
+    browser = site.browser()
+    browser.force_login(user)
+    descriptor = json.loads(browser.get(site.url("/sub/bitbucket/atlassian-connect.json")).text)
+    assert descriptor["modules"]["postInstallRedirect"]["url"].startswith("/bitbucket/landing/?")
+
+    landing = install_from_bitbucket(
+        browser, site.url("/sub/bitbucket/simulator/console/"), send_jwt=send_jwt
+    )
+    assert urlsplit(landing.back.location).path == "/sub/bitbucket/landing/"
+    assert ("jwt" in parse_qs(urlsplit(landing.back.location).query)) is send_jwt
+    assert landing.landed.location == site.url("/sub/bitbucket/landing/")
+    assert 'data-state="offer"' in landing.page.text
+    assert 'action="/sub/bitbucket/landing/"' in landing.page.text
+
+    connected = connect_on_landing(browser, landing.page)
+    assert connected.status == 303
+    assert connected.location == site.url("/sub/bitbucket/result/")
+    assert "connected to your account" in browser.get(connected.location).text
+    assert Installation.objects.get().user_id == user.pk
+    assert [kwargs["user"] for kwargs in sent_signals.of(installed)] == [None] * send_jwt + [user]

@@ -27,8 +27,10 @@ from tests.configurations.site import (
     Browser,
     Site,
     admin_lists_installations,
+    connect_on_landing,
     grant,
     install,
+    install_from_bitbucket,
     press_button,
 )
 from tests.conftest import SignalRecorder
@@ -167,3 +169,29 @@ def test_an_old_session_cookie_sent_again_binds_no_second_installation(
 def test_admin_with_the_session_engine(engine: str, site: Site) -> None:
     Installation.objects.create(client_key=KEY_A, principal_name="Acme Team")
     admin_lists_installations(site, "Acme Team")
+
+
+def test_an_install_from_bitbucket_lands_and_connects(
+    engine: str, site: Site, site_settings: Settings, sent_signals: SignalRecorder
+) -> None:
+    """The offer rides in the session of each engine; an old cookie sent again (the
+    signed-cookie session still holding the offer) connects nothing twice."""
+    site_settings.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT = True
+    user = User.objects.create_user("ada")
+    browser = site.browser()
+    browser.force_login(user)
+    landing = install_from_bitbucket(browser, site.url("/bitbucket/simulator/console/"))
+    assert 'data-state="offer"' in landing.page.text
+    with_offer = session_cookie(browser)
+
+    connected = connect_on_landing(browser, landing.page)
+    assert connected.status == 303
+    assert "connected to your account" in browser.get(connected.location).text
+    [row] = installation_rows()
+    assert row["user_id"] == user.pk
+
+    set_session_cookie(browser, with_offer)
+    again = connect_on_landing(browser, landing.page)
+    assert again.status == 303
+    assert installation_rows() == [row]
+    assert [kwargs["user"] for kwargs in sent_signals.of(installed)] == [None, user]

@@ -12,8 +12,15 @@
   if (!(seconds > 0)) {
     return;
   }
+  // [data-bbi-reload-to]: go to that same-page URL instead (a page that reloads once
+  // marks its second load in the query), replacing this entry of the history.
+  var target = box.getAttribute("data-bbi-reload-to");
   var timer = window.setTimeout(function () {
-    window.location.reload();
+    if (target) {
+      window.location.replace(target);
+    } else {
+      window.location.reload();
+    }
   }, seconds * 1000);
   var note = box.querySelector("[data-bbi-reload-note]");
   var stop = box.querySelector("[data-bbi-reload-stop]");
