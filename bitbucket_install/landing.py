@@ -8,7 +8,7 @@ of this site sent that browser, so the visit is treated like a return without a 
 verifies what it can and binds nobody.
 
 - With a ``jwt``, the token is verified exactly as the callback verifies a plain return
-  (``returns._confirm`` without a flow), which records a confirmation to nobody; a token
+  (``returns.confirm`` without a flow), which records a confirmation to nobody; a token
   that fails gets the same 400 page as any rejection.
 - Without one, the installation is looked up by ``user_uuid``: installed, its ``installed``
   callback within ``FLOW_MAX_AGE``.
@@ -180,7 +180,7 @@ def signed_client_key(query: QueryDict, token: str) -> str:
             raise returns.Rejected(error.reason) from error
     if not isinstance(client_key, str) or not is_valid_client_key(client_key):
         raise returns.Rejected("client_key_invalid")
-    returns._check_issuer(token, client_key)
+    returns.check_issuer(token, client_key)
     return client_key
 
 
@@ -272,7 +272,7 @@ class LandingView(ProtectedView):
     def verified(request: HttpRequest, client_key: str, token: str) -> Installation | None:
         """Trust rule 1 over this very request, as for a plain return (``Rejected`` if the
         token does not verify); the confirmation it records binds nobody."""
-        decision = returns._confirm(request, client_key, token, None)
+        decision = returns.confirm(request, client_key, token, None)
         return decision.installation
 
     @staticmethod

@@ -151,7 +151,7 @@ class ReturnTrip:
             if token is None and token_required:
                 raise Rejected("token_missing")
             if token is not None:
-                _check_issuer(token, client_key)
+                check_issuer(token, client_key)
         return cls(
             client_key=client_key,
             token=token,
@@ -160,7 +160,7 @@ class ReturnTrip:
         )
 
 
-def _check_issuer(token: str, client_key: str) -> None:
+def check_issuer(token: str, client_key: str) -> None:
     """The token must be well-formed and name ``client_key`` before any lookup."""
     try:
         issuer = read_unverified(token).issuer
@@ -218,7 +218,7 @@ def decide(request: HttpRequest, flow_id: str | None) -> Decision:
     if trip.client_key is None:
         return _failed(request, trip, flow)
     try:
-        return _confirm(request, trip.client_key, trip.token, flow)
+        return confirm(request, trip.client_key, trip.token, flow)
     except genuine.BitbucketUnreachable:
         # Nothing was written and the flow is still live: a reload asks again.
         logger.warning(
@@ -305,9 +305,12 @@ def _flow_user(request: HttpRequest, flow: Flow) -> Any:
     return request.user if flow.user_id is not None else None
 
 
-def _confirm(
+def confirm(
     request: HttpRequest, client_key: str, token: str | None, flow: Flow | None
 ) -> Decision:
+    """Verify and record the return of ``client_key`` (``Rejected`` if it may not be):
+    the callback's for a return with or without a flow, the landing's for a visit with a
+    JWT (no flow: it binds nobody)."""
     if token is None and not app_settings.TRUST_UNSIGNED_RETURNS:
         return _unverified(request, client_key, flow)
     try:
