@@ -57,8 +57,10 @@ def is_allowed_jwks_url(url: object) -> bool:
 
 
 @lru_cache(maxsize=8)
-def jwks_client(url: str) -> PyJWKClient:
-    """The process's client for the JWKS at ``url`` (an allowed URL: callers check)."""
+def jwks_client(url: str) -> PyJWKClient | None:
+    """The process's client for the JWKS at ``url``; None if the URL is not allowed."""
+    if not is_allowed_jwks_url(url):
+        return None
     return _Client(
         url,
         cache_jwk_set=True,

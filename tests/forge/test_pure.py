@@ -131,14 +131,34 @@ def test_signed_payloads_that_are_no_claims(keys: JWKSServer, payload: bytes, re
     assert refused.value.reason == reason
 
 
-def test_a_header_nested_too_deep_is_malformed(keys: JWKSServer) -> None:
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(b"[" * 100_000, id="nested-too-deep"),
+        pytest.param(b"[1]", id="a-list"),
+        pytest.param(b"\xff\xfe", id="not-utf8"),
+    ],
+)
+def test_a_header_that_is_no_object_is_malformed(keys: JWKSServer, header: bytes) -> None:
     import base64
 
-    header = base64.urlsafe_b64encode(b"[" * 100_000).rstrip(b"=").decode()
+    segment = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
     with pytest.raises(InvocationRefused) as refused:
-        verify(f"{header}.e30.c2ln")
+        verify(f"{segment}.e30.c2ln")
     assert refused.value.reason == "token_malformed"
     assert keys.fetches == 0
+
+
+def test_a_header_read_leniently_is_still_verified_strictly(keys: JWKSServer) -> None:
+    # Junk in the header segment that base64 decoding skips: the pre-check reads RS256
+    # and a kid, PyJWT then refuses the segment.
+    from tests.forge.helpers import VECTOR
+
+    header, _, rest = VECTOR["token"].partition(".")
+    with pytest.raises(InvocationRefused) as refused:
+        verify(f"{header[:4]}!!!!{header[4:]}.{rest}")
+    assert refused.value.reason == "token_signature"
+    assert keys.fetches == 1
 
 
 def test_verify_with_an_explicit_now(keys: JWKSServer) -> None:
