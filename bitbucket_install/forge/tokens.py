@@ -63,7 +63,7 @@ ISSUER = "forge/invocation-token"
 # "Unknowns"); FITs live 25 s, so a few seconds is all the leeway that makes sense.
 LEEWAY = 5
 # FITs carry the whole installation context and grow with it (Atlassian's RFC-138 is
-# about headers overflowing); a larger header is refused before anything is parsed.
+# about headers overflowing); a longer token is refused before anything is parsed.
 MAX_TOKEN_LENGTH = 32 * 1024
 TRACE_HEADERS = ("x-b3-traceid", "x-b3-spanid")
 TIME_CLAIMS = ("exp", "nbf", "iat")
