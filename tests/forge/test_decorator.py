@@ -5,6 +5,7 @@ and runs nothing, records nothing and signals nothing."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -283,8 +284,6 @@ def test_the_jwks_is_fetched_again_after_its_lifespan(
 ) -> None:
     monkeypatch.setattr(jwks, "JWKS_LIFESPAN", 0.001)
     assert post(client, headers(TOKEN)).status_code == 200
-    import time
-
     time.sleep(0.01)  # monotonic: the frozen wall clock does not hold it
     assert post(client, headers(TOKEN)).status_code == 200
     assert keys.fetches == 2
