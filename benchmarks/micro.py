@@ -1,4 +1,4 @@
-"""Figures 2, 3, 7 and 8, timed in this process (Django set up with the served site's
+"""Figures 2, 3, 7, 8 and 9, timed in this process (Django set up with the served site's
 settings).
 
 Each side is timed ``REPEATS`` times over ``number`` calls, the two sides alternating, in
@@ -227,3 +227,108 @@ def cached_access_token(shared_secret: str) -> CachedToken:
         made = bitbucket.requests - fetched
     cache.delete(key)
     return CachedToken(ours, bare, made)
+
+
+@dataclass(frozen=True)
+class ForgeVerification:
+    """Figure 9's times, seconds per call, and the JWKS fetches the timed calls made."""
+
+    verify: float
+    bare_decode: float
+    fetches: int
+
+
+def forge_verification() -> ForgeVerification:
+    """``verify_invocation`` of an RS256 Forge Invocation Token with the JWKS warm (one
+    fetch before the timed calls, from a key server on 127.0.0.1 that counts them) against
+    a bare ``jwt.decode`` of the same token with the key in hand (signature, ``exp``,
+    ``nbf``, ``iat``, ``aud``, ``iss``). The token is made here, with a key of its own,
+    valid for the whole run."""
+    import http.server
+    import json
+    import threading
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bitbucket_install.forge import jwks
+    from bitbucket_install.forge.tokens import ISSUER, verify_invocation
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    body = json.dumps({"keys": [{**public_jwk, "kid": "bench-1", "use": "sig"}]}).encode()
+    fetches = 0
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            nonlocal fetches
+            fetches += 1
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        app_id = "ari:cloud:ecosystem::app/8db33809-1f32-48bb-8c52-5877dab48107"
+        now = int(time.time())
+        installation = "ari:cloud:ecosystem::installation/0a3a7799-53ae-4a5b-9e7e-03338980abb5"
+        claims = {
+            "app": {
+                "id": app_id,
+                "installationId": installation,
+                "apiBaseUrl": "https://api.bitbucket.org",
+                "installation": {
+                    "id": installation,
+                    "contexts": [
+                        {
+                            "name": "bitbucket",
+                            "apiBaseUrl": "https://api.bitbucket.org",
+                            "workspaceId": "b7ea02c9-0871-4858-a2a6-a190d7de977c",
+                        }
+                    ],
+                },
+                "environment": {"type": "PRODUCTION", "id": "ari:cloud:ecosystem::environment/x"},
+                "module": {"type": "core:endpoint", "key": "remote-lifecycle"},
+            },
+            "aud": app_id,
+            "iss": ISSUER,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "jti": "d8a496253ec8c18a54631e4c82cbedd5d0ae8570",
+        }
+        token = jwt.encode(claims, private, algorithm="RS256", headers={"kid": "bench-1"})
+        key = private.public_key()
+        jwks.jwks_client.cache_clear()
+
+        def ours() -> object:
+            return verify_invocation(token, app_id=app_id, jwks_url=url)
+
+        def bare() -> dict[str, Any]:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=["RS256"],
+                audience=app_id,
+                issuer=ISSUER,
+                options={"require": ["exp", "nbf", "iat", "jti"]},
+            )
+
+        ours()  # the one fetch: the JWKS is warm from here on
+        if fetches != 1 or bare()["jti"] != claims["jti"]:
+            raise RuntimeError("the JWKS was not fetched once, or the decodes disagree")
+        verify, decode = best_of(ours, bare, number=300)
+        made = fetches - 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        jwks.jwks_client.cache_clear()
+    return ForgeVerification(verify, decode, made)

@@ -33,6 +33,9 @@ The exit status is 1 if a figure with a target fails (or a run gave an unexpecte
    transport) and under 50 microseconds a call; a bare ``cache.get`` of the same entry
    shown beside it.
 
+9. Verifying a Forge Invocation Token (RS256) with the JWKS warm, against a bare
+   ``jwt.decode`` of the same token with the key in hand; no JWKS fetch in the timed calls.
+
 ``--quick`` runs everything smaller (a smoke test of the benchmark itself, not figures to
 quote). ``--only 1,5`` measures some figures only. ``--keep`` leaves the databases.
 """
@@ -85,6 +88,9 @@ RECEIVING_TARGET = 0.8
 SIGNING_TARGET = 1.5
 # Figure 8: a cached access_token(), in microseconds a call (and no HTTP request at all).
 CACHED_TOKEN_BUDGET_US = 50.0
+# Figure 9: a Forge Invocation Token verified with a warm JWKS, against jwt.decode with the
+# key in hand.
+FORGE_TARGET = 1.3
 # Figure 6: the installations the signed calls go to in turn, each with a secret of its own.
 RECEIVING_INSTALLATIONS = 100
 
@@ -375,6 +381,20 @@ def figure_cached_token() -> Figure:
     )
 
 
+def figure_forge() -> Figure:
+    forge = micro.forge_verification()
+    return Figure(
+        "9 FIT verification vs jwt.decode",
+        forge.verify * 1e6,
+        forge.bare_decode * 1e6,
+        "us",
+        FORGE_TARGET,
+        False,
+        note=f"warm JWKS, {forge.fetches} fetches in the timed calls; RS256 with the key in hand",
+        invalid=f"{forge.fetches} JWKS fetches made" if forge.fetches else "",
+    )
+
+
 def figure_memory(database_url: str, sizes: Sizes, workdir: Path) -> Figure:
     early = throughput.prepare_returns(sizes.memory_early, server.SHARED_SECRET)
     late = throughput.prepare_returns(sizes.memory_late - sizes.memory_early, server.SHARED_SECRET)
@@ -502,6 +522,9 @@ def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
             if "8" in only:
                 progress("figure 8: a cached access token")
                 figures.append(figure_cached_token())
+            if "9" in only:
+                progress("figure 9: a Forge Invocation Token")
+                figures.append(figure_forge())
     finally:
         if not keep:
             from django.db import connections
@@ -523,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7,8", help="the figures to measure, e.g. --only 1,5"
+        "--only", default="1,2,3,4,5,6,7,8,9", help="the figures to measure, e.g. --only 1,5"
     )
     options = parser.parse_args(argv)
     only = {part.strip() for part in options.only.split(",")}

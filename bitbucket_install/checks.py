@@ -26,6 +26,8 @@ from bitbucket_install.conf import (
 )
 from bitbucket_install.descriptor import APP_OWNED_KEYS
 from bitbucket_install.exceptions import TaskFrameworkMissing
+from bitbucket_install.forge.invocation import IC_LABEL_PATTERN, is_ic_label
+from bitbucket_install.forge.jwks import is_allowed_jwks_url
 from bitbucket_install.identifiers import (
     ALL_EVENTS,
     MAX_EVENT_KEY_LENGTH,
@@ -734,4 +736,46 @@ def check_descriptor(
                 "points at the app's views, authentication is jwt.",
             )
         )
+    return found
+
+
+@register(Tags.security, "bitbucket_install")
+def check_forge(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """What verifying Forge Invocation Tokens needs of the settings (the app ARI itself is
+    checked with the descriptor's settings)."""
+    found = []
+    url = _raw("FORGE_JWKS_URL")
+    if url not in (UNSET, None, "") and not is_allowed_jwks_url(url):
+        found.append(
+            _message(
+                "E028",
+                f"BITBUCKET_INSTALL_FORGE_JWKS_URL {_shown(url)} is neither an https URL nor "
+                "an http URL on a loopback host: every Forge Invocation Token is refused "
+                "(401), since its keys would come over a connection anyone could tamper with.",
+                "Remove the setting to use Atlassian's production JWKS "
+                "(https://forge.cdn.prod.atlassian-dev.net/.well-known/jwks.json), or give "
+                "an https URL (http only on 127.0.0.1, ::1 or localhost, for tests).",
+            )
+        )
+    labels = _raw("FORGE_IC_LABELS")
+    if labels is not UNSET:
+        if isinstance(labels, str) or not isinstance(labels, list | tuple):
+            problem = f"is {_shown(labels)}, not a list or tuple; no label is allowed"
+        else:
+            bad = [label for label in labels if not is_ic_label(label)]
+            problem = f"has entries that are not labels: {_shown(bad)}; they are left out"
+            if not bad:
+                problem = ""
+        if problem:
+            found.append(
+                _message(
+                    "E029",
+                    f"BITBUCKET_INSTALL_FORGE_IC_LABELS {problem}.",
+                    "List the Isolated Cloud labels whose tokens are accepted, each "
+                    f"matching {IC_LABEL_PATTERN.pattern} (lower-case letters, digits, '_' "
+                    "and '-', at most 50), or leave it unset for the commercial cloud only.",
+                )
+            )
     return found

@@ -15,6 +15,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from bitbucket_install.authorize import InstallLink, host_of
+from bitbucket_install.forge.invocation import is_ic_label
 from bitbucket_install.identifiers import (
     MIN_APP_SECRET_LENGTH,
     is_webhook_subscription,
@@ -186,6 +187,16 @@ class Settings:
     def FORGE_JWKS_URL(self) -> str:
         """Where the keys of Forge Invocation Tokens come from."""
         return _text("FORGE_JWKS_URL") or DEFAULT_FORGE_JWKS_URL
+
+    @property
+    def FORGE_IC_LABELS(self) -> frozenset[str]:
+        """The Isolated Cloud labels whose Forge Invocation Tokens are accepted: the
+        setting's well-formed ones (check E029 reports the rest); none by default, as
+        for an app sold in the commercial cloud only."""
+        configured = _get("FORGE_IC_LABELS", ())
+        if isinstance(configured, str) or not isinstance(configured, list | tuple):
+            return frozenset()
+        return frozenset(label for label in configured if is_ic_label(label))
 
     @property
     def BITBUCKET_ORIGINS(self) -> frozenset[str]:

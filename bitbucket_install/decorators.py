@@ -20,6 +20,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from bitbucket_install import replay
 from bitbucket_install.exceptions import ReplayCacheUnavailable
+from bitbucket_install.forge.decorators import (
+    forge_invocation_required as forge_invocation_required,
+)
 from bitbucket_install.models import Installation
 from bitbucket_install.tokens import TokenError, read_unverified
 from bitbucket_install.verification import (

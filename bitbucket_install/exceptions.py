@@ -41,6 +41,14 @@ class TokenError(BadRequest):
     """A Connect JWT failed verification."""
 
 
+class InvocationRefused(BadRequest):
+    """A Forge Invocation Token, or the request carrying it, was refused."""
+
+
+class JWKSUnavailable(BitbucketInstallError):
+    """Forge's keys (the JWKS) could not be fetched: no token can be verified for now."""
+
+
 class PayloadError(BadRequest):
     """A lifecycle callback's body was refused."""
 

@@ -51,7 +51,7 @@ def ids(**overrides: Any) -> set[str]:
     return {str(message.id) for message in messages(**overrides)}
 
 
-def test_all_five_checks_are_registered_with_the_app_tag() -> None:
+def test_all_six_checks_are_registered_with_the_app_tag() -> None:
     from django.core.checks import registry
 
     registered = registry.registry.get_checks()
@@ -61,10 +61,12 @@ def test_all_five_checks_are_registered_with_the_app_tag() -> None:
         checks.check_settings,
         checks.check_redirect_targets,
         checks.check_descriptor,
+        checks.check_forge,
     ):
         assert check in registered
         assert "bitbucket_install" in check.tags
     assert "security" in checks.check_install_link.tags
+    assert "security" in checks.check_forge.tags
     # They reverse URL names, so they run with Django's URL checks too.
     assert "urls" in checks.check_redirect_targets.tags
     assert "urls" in checks.check_app_urls.tags
@@ -77,6 +79,7 @@ def test_silent_on_the_test_settings() -> None:
     assert checks.check_settings() == []
     assert checks.check_redirect_targets() == []
     assert checks.check_descriptor() == []
+    assert checks.check_forge() == []
 
 
 @pytest.mark.parametrize(
@@ -176,6 +179,22 @@ def test_silent_on_the_test_settings() -> None:
             id="webhooks",
         ),
         pytest.param({"BITBUCKET_INSTALL_WEBHOOKS": ("*",)}, id="webhooks-every-event"),
+        pytest.param(
+            {
+                "BITBUCKET_INSTALL_FORGE_JWKS_URL": "https://keys.example/jwks.json",
+                "BITBUCKET_INSTALL_FORGE_IC_LABELS": ["orange", "eu_1-x"],
+            },
+            id="forge-https-jwks-and-labels",
+        ),
+        pytest.param(
+            {
+                "BITBUCKET_INSTALL_FORGE_JWKS_URL": "http://127.0.0.1:8000/jwks.json",
+                "BITBUCKET_INSTALL_FORGE_IC_LABELS": (),
+            },
+            id="forge-loopback-jwks-no-labels",
+        ),
+        pytest.param({"BITBUCKET_INSTALL_FORGE_JWKS_URL": ""}, id="forge-jwks-empty-is-default"),
+        pytest.param({"BITBUCKET_INSTALL_FORGE_JWKS_URL": None}, id="forge-jwks-none-is-default"),
         pytest.param(
             # No webhooks asked for: the project's own module is its business.
             {
@@ -660,6 +679,22 @@ CASES: list[Any] = [
         {"W004"},
         id="W004-app-owned-keys",
     ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_JWKS_URL": "http://keys.example/jwks.json"},
+        {"E028"},
+        id="E028-http",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_JWKS_URL": "file:///etc/jwks.json"}, {"E028"}, id="E028-file"
+    ),
+    pytest.param({"BITBUCKET_INSTALL_FORGE_JWKS_URL": 5}, {"E028"}, id="E028-not-a-string"),
+    pytest.param({"BITBUCKET_INSTALL_FORGE_IC_LABELS": "orange"}, {"E029"}, id="E029-string"),
+    pytest.param({"BITBUCKET_INSTALL_FORGE_IC_LABELS": None}, {"E029"}, id="E029-None"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_IC_LABELS": ["orange", "../x", "Orange", "a" * 51, 7]},
+        {"E029"},
+        id="E029-entries",
+    ),
 ]
 
 
@@ -681,7 +716,7 @@ def test_every_id_has_a_case() -> None:
     # W008 is a deployment check: test_deploy_check_recommends_confirming_with_bitbucket.
     # E027 needs httpx gone: test_confirming_without_the_client_extra_is_an_error.
     covered |= {"W008", "E027"}
-    expected = {f"E{n:03}" for n in range(1, 28)} | {f"W{n:03}" for n in range(1, 10)}
+    expected = {f"E{n:03}" for n in range(1, 30)} | {f"W{n:03}" for n in range(1, 10)}
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -1469,3 +1504,19 @@ def test_follow_up_check_warnings_say_what_is_missing(monkeypatch: pytest.Monkey
     monkeypatch.setattr(task_framework, "FRAMEWORKS", ("django.no_such_tasks",))
     (no_framework,) = messages(**CONFIRM_ON)
     assert "no tasks framework can be imported" in no_framework.msg
+
+
+def test_forge_messages_name_the_problem() -> None:
+    (url,) = messages(BITBUCKET_INSTALL_FORGE_JWKS_URL="http://keys.example/jwks.json")
+    assert url.msg.startswith(
+        "BITBUCKET_INSTALL_FORGE_JWKS_URL 'http://keys.example/jwks.json' is neither an https"
+    )
+    (entries,) = messages(BITBUCKET_INSTALL_FORGE_IC_LABELS=["orange", "../x"])
+    assert entries.msg == (
+        "BITBUCKET_INSTALL_FORGE_IC_LABELS has entries that are not labels: ['../x']; they "
+        "are left out."
+    )
+    (shape,) = messages(BITBUCKET_INSTALL_FORGE_IC_LABELS="orange")
+    assert shape.msg == (
+        "BITBUCKET_INSTALL_FORGE_IC_LABELS is 'orange', not a list or tuple; no label is allowed."
+    )
