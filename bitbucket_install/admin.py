@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from bitbucket_install.models import Installation
+from bitbucket_install.models import ForgeInstallation, Installation
 from bitbucket_install.signals import send_on_commit, uninstalled
 
 if TYPE_CHECKING:
@@ -318,3 +318,52 @@ class InstallationAdmin(ModelAdmin):
             % {"count": count},
             messages.SUCCESS,
         )
+
+
+if TYPE_CHECKING:
+    ForgeModelAdmin = admin.ModelAdmin[ForgeInstallation]
+else:
+    ForgeModelAdmin = admin.ModelAdmin
+
+
+@admin.register(ForgeInstallation)
+class ForgeInstallationAdmin(ForgeModelAdmin):
+    """Forge installations, read-only: they are what verified Forge events recorded."""
+
+    list_display = ["installation_id", "workspace_id", "connect_installation", "environment_type"]
+    list_select_related = ["connect_installation"]
+    search_fields = ["=installation_id", "=workspace_id", "=connect_installation__client_key"]
+    search_help_text = _(
+        "Finds the exact Forge installation id, workspace UUID (without braces) or the "
+        "clientKey of the linked Connect installation."
+    )
+    readonly_fields = [
+        "installation_id",
+        "app_id",
+        "app_version",
+        "environment_type",
+        "environment_id",
+        "workspace_id",
+        "api_base_url",
+        "connect_installation",
+        "linked_at",
+        "installed_at",
+        "upgraded_at",
+        "created_at",
+        "updated_at",
+    ]
+    fields = tuple(readonly_fields)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Forge installations come from Forge's verified lifecycle events.
+        return False

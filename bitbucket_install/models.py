@@ -177,3 +177,51 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.request_uuid}"
+
+
+def bare_uuid(value: str) -> str:
+    """A UUID as compared and stored here: without braces, lower case (Bitbucket writes
+    workspace UUIDs with braces in some places and without in others)."""
+    return value.strip().strip("{}").lower()
+
+
+class ForgeInstallation(models.Model):
+    """One installation of the project's Forge app, keyed by Forge's installation id.
+
+    Recorded from verified Forge lifecycle events; ``connect_installation`` is the Connect
+    installation of the same workspace it is linked to, once one is.
+    """
+
+    # ``ari:cloud:ecosystem::installation/<uuid>``: from the verified token, never the body.
+    installation_id = models.CharField(_("Forge installation id"), max_length=255, unique=True)
+    app_id = models.CharField(_("Forge app id"), max_length=255)
+    app_version = models.CharField(_("app version"), max_length=64, blank=True)
+    environment_type = models.CharField(_("environment"), max_length=32, blank=True)
+    environment_id = models.CharField(_("environment id"), max_length=255, blank=True)
+    # The workspace's UUID, without braces, lower case (``bare_uuid``).
+    workspace_id = models.CharField(_("workspace UUID"), max_length=64, blank=True)
+    api_base_url = models.CharField(_("API base URL"), max_length=255, blank=True)
+    connect_installation = models.ForeignKey(
+        Installation,
+        verbose_name=_("Connect installation"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forge_installations",
+    )
+    linked_at = models.DateTimeField(_("linked"), null=True, blank=True)
+    installed_at = models.DateTimeField(_("last installed event"), null=True, blank=True)
+    upgraded_at = models.DateTimeField(_("last upgraded event"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Forge installation")
+        verbose_name_plural = _("Forge installations")
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["workspace_id"], name="bbinstall_forge_workspace"),
+        ]
+
+    def __str__(self) -> str:
+        return self.installation_id

@@ -189,7 +189,8 @@ class Decision:
     reason: str = ""
     installation: Installation | None = None
     # For a confirmation: "connected" (to this browser's user), "signed_out" (the flow was
-    # started signed out) or "not_started_here" (a plain return). An unsigned return that
+    # started signed out), "other_account" (a reload, by another account than the flow's)
+    # or "not_started_here" (a plain return). An unsigned return that
     # binds nobody is its own outcome, UNVERIFIED.
     connection: str = ""
     # An unsigned return's clientKey, which the result page may record once its
@@ -395,10 +396,12 @@ def record_unsigned(request: HttpRequest, client_key: str) -> bool:
 
 
 def _connection(request: HttpRequest, installation: Installation, signed_in: bool) -> str:
-    """How a confirmed installation stands towards the user of this browser's flow."""
+    """How a confirmed installation stands towards the user of this browser's flow:
+    ``connected`` to the one signed in now, ``other_account`` (the flow was started signed
+    in, and this is a reload by another account or signed out), or ``signed_out``."""
     if signed_in and installation.user_id is not None and installation.user_id == request.user.pk:
         return "connected"
-    return "unverified" if signed_in else "signed_out"
+    return "other_account" if signed_in else "signed_out"
 
 
 def _verify_and_record(

@@ -23,6 +23,13 @@ webhook_received(installation, event, payload, request)
     request) and recorded: sent once per ``X-Request-UUID``, after the commit. ``event``
     is the event key (``"repo:push"``); ``payload`` is the body's JSON object as Bitbucket
     sent it, which the signature does not cover; ``request`` is the delivery's request.
+
+forge_installed(forge_installation, installation, created, request)
+forge_upgraded(forge_installation, installation, created, request)
+    A verified Forge lifecycle event (``avi:forge:installed:app``,
+    ``avi:forge:upgraded:app``) was recorded in ``forge_installation``, after the commit.
+    ``installation`` is the Connect installation it is linked to, or None; ``created`` is
+    True when this event made the row.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ installed = Signal()
 install_failed = Signal()
 uninstalled = Signal()
 webhook_received = Signal()
+forge_installed = Signal()
+forge_upgraded = Signal()
 
 
 def send_robust(signal: Signal, **kwargs: Any) -> None:

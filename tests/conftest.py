@@ -16,6 +16,8 @@ APP_SIGNALS = (
     signals.install_failed,
     signals.uninstalled,
     signals.webhook_received,
+    signals.forge_installed,
+    signals.forge_upgraded,
 )
 
 

@@ -82,6 +82,7 @@ CONNECTION_TEXTS = {
     "signed_out": "You were not signed in when you started the install",
     "unverified": "Bitbucket sent you back without a signature",
     "not_started_here": "because the install was not started from this browser",
+    "other_account": "The install was started from another account on this site",
 }
 REJECTED_TEXT = "This install could not be confirmed"
 # What every unsigned return gets while unsigned returns are not trusted, whatever it named.
@@ -2091,3 +2092,40 @@ def test_django_logs_a_plain_rejection_as_usual(
     assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == [
         f"Bad Request: {CALLBACK_PATH}"
     ]
+
+
+@pytest.mark.parametrize("then", ["signed_out", "another_user"])
+def test_a_reload_after_the_account_changed_says_so(
+    client: Client, sent_signals: SignalRecorder, then: str
+) -> None:
+    """The flow's user connected it; the same browser reloads the return signed out, or
+    signed in as someone else, its session kept (Django's own login and logout flush it,
+    but a project's single sign-on may only swap the session's user): the page says the
+    install was another account's."""
+    user, path = begin(client, logged_in=True)
+    installed_via_lifecycle(KEY_A, INSTALL_SECRET)
+    url = return_url(signed_query(KEY_A, INSTALL_SECRET, path=path), path)
+    assert client.get(url).status_code == 303
+    before = installation_rows()
+    sent_before = list(sent_signals.calls)
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+
+    session = client.session
+    if then == "signed_out":
+        del session[SESSION_KEY], session[HASH_SESSION_KEY]
+    else:
+        bob = User.objects.create_user("bob")
+        session[SESSION_KEY] = str(bob.pk)
+        session[HASH_SESSION_KEY] = bob.get_session_auth_hash()
+    session.save()
+
+    reloaded = client.get(url)
+
+    assert reloaded.status_code == 303
+    assert installation_rows() == before
+    assert sent_signals.calls == sent_before
+    page = result_page(client)
+    assert CONNECTION_TEXTS["other_account"] in page
+    for other, text in CONNECTION_TEXTS.items():
+        assert (text in page) is (other == "other_account"), other
+    assert Installation.objects.get(client_key=KEY_A).user_id == (user.pk if user else None)

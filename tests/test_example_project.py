@@ -1336,6 +1336,9 @@ def test_end_to_end_over_http(
         "scopes": ["account", "repository"],
     }
     settings.BITBUCKET_INSTALL_WEBHOOKS = ["repo:push"]
+    # As the example has it: the simulated Bitbucket is asked, over HTTP, whether the
+    # installation is genuine before it is connected.
+    settings.BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True
     ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
     client.force_login(ada)
 
@@ -1344,6 +1347,7 @@ def test_end_to_end_over_http(
     assert follow(client, follow(client, granted)).status_code == 200
     installation = Installation.objects.get()
     assert installation.user == ada
+    assert installation.verified_at is not None
     assert installation.base_api_url == base + "/bitbucket/simulator/api"
 
     api_page = client.get("/api/")

@@ -81,6 +81,7 @@ def result_page(client: Client, result: dict[str, Any]) -> TestResponse:
             {"sign-in-link": LOGIN_THEN_START, "home-link": "/"},
         ),
         ("unverified", "No installation was connected", {"home-link": "/"}),
+        ("other_account", "Started from another account", {"home-link": "/"}),
         (
             "not_started_here",
             "Not started from this browser",
