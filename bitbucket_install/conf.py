@@ -185,8 +185,15 @@ class Settings:
 
     @property
     def FORGE_JWKS_URL(self) -> str:
-        """Where the keys of Forge Invocation Tokens come from."""
-        return _text("FORGE_JWKS_URL") or DEFAULT_FORGE_JWKS_URL
+        """Where the keys of Forge Invocation Tokens come from: the setting, else with the
+        simulator on its own JWKS, else Atlassian's production one."""
+        explicit = _text("FORGE_JWKS_URL")
+        if explicit is not None:
+            return explicit
+        simulated = _app_path("simulator_forge_jwks") if self.SIMULATOR else None
+        if simulated is not None and self.BASE_URL is not None:
+            return self.absolute_url(simulated)
+        return DEFAULT_FORGE_JWKS_URL
 
     @property
     def FORGE_IC_LABELS(self) -> frozenset[str]:

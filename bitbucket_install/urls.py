@@ -1,4 +1,5 @@
 from django.contrib.auth.decorators import login_not_required
+from django.db import transaction
 from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import path
@@ -61,6 +62,39 @@ def simulator_console(request: HttpRequest) -> HttpResponseBase:
     return console_view(request)
 
 
+@login_not_required
+@csrf_exempt
+def simulator_forge(request: HttpRequest) -> HttpResponseBase:
+    if not app_settings.SIMULATOR:
+        raise Http404("The Bitbucket simulator is off.")
+    from bitbucket_install.simulator.forge import forge_page_view
+
+    return forge_page_view(request)
+
+
+@login_not_required
+def simulator_forge_jwks(request: HttpRequest) -> HttpResponseBase:
+    if not app_settings.SIMULATOR:
+        raise Http404("The Bitbucket simulator is off.")
+    from bitbucket_install.simulator.forge import jwks_view
+
+    return jwks_view(request)
+
+
+# Forge's lifecycle trigger posts here with a Forge Invocation Token, and no CSRF token or
+# login. Imported when called: verifying the token needs the forge extra, which a project
+# that has not set BITBUCKET_INSTALL_FORGE_APP_ID may not have (a 404 then).
+@login_not_required
+@csrf_exempt
+@transaction.non_atomic_requests
+def forge_lifecycle(request: HttpRequest) -> HttpResponseBase:
+    if app_settings.FORGE_APP_ID is None:
+        raise Http404("No Forge app is configured.")
+    from bitbucket_install.forge.lifecycle import forge_lifecycle_view
+
+    return forge_lifecycle_view(request)
+
+
 urlpatterns = [
     path("install/", views.StartView.as_view(), name="start"),
     path("callback/", views.CallbackView.as_view(), name="callback"),
@@ -73,8 +107,11 @@ urlpatterns = [
     path("installed", InstalledView.as_view(), name="installed"),
     path("uninstalled", UninstalledView.as_view(), name="uninstalled"),
     path("webhook", WebhookView.as_view(), name="webhook"),
+    path("forge/lifecycle", forge_lifecycle, name="forge_lifecycle"),
     path("simulator/authorize/", simulator, name="simulator"),
     path("simulator/console/", simulator_console, name="simulator_console"),
+    path("simulator/forge/", simulator_forge, name="simulator_forge"),
+    path("simulator/forge/jwks.json", simulator_forge_jwks, name="simulator_forge_jwks"),
     path("simulator/site/oauth2/access_token", simulator_grant, name="simulator_grant"),
     # One name, two patterns: reversed without arguments it is the API base (baseApiUrl).
     path("simulator/api/", simulator_api, name="simulator_api"),
