@@ -72,6 +72,7 @@ APP_URL_NAMES = (
     "uninstalled",
     "webhook",
     "landing",
+    "forge_lifecycle",
 )
 KNOWN_CONTEXTS = {"account"}
 UNSET = object()

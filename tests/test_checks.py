@@ -933,8 +933,8 @@ def test_missing_app_urls_message_shows_the_include_line() -> None:
         "The URLconf 'tests.urls_without_app' does not include the app's URLs "
         "(bitbucket_install:start, bitbucket_install:callback, bitbucket_install:result, "
         "bitbucket_install:descriptor, bitbucket_install:installed, "
-        "bitbucket_install:uninstalled, bitbucket_install:webhook, bitbucket_install:landing "
-        "cannot be reversed)."
+        "bitbucket_install:uninstalled, bitbucket_install:webhook, bitbucket_install:landing, "
+        "bitbucket_install:forge_lifecycle cannot be reversed)."
     )
     assert 'path("bitbucket/", include("bitbucket_install.urls"))' in str(message.hint)
 
@@ -946,7 +946,14 @@ def test_app_url_names_are_the_app_urls() -> None:
     # The simulator's pages (authorize, console, its API and grant) are only needed with the
     # simulator on (AUTHORIZE_URL falls back); the flow's callback takes an argument and
     # comes with the plain one.
-    simulator = {"simulator", "simulator_console", "simulator_api", "simulator_grant"}
+    simulator = {
+        "simulator",
+        "simulator_console",
+        "simulator_api",
+        "simulator_grant",
+        "simulator_forge",
+        "simulator_forge_jwks",
+    }
     assert set(checks.APP_URL_NAMES) == names - simulator - {"callback_flow"}
 
 
