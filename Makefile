@@ -32,12 +32,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres,browser,lint,example]'
 	touch $(STAMP)
 
-# The demo: the app, the example project's extra dependency (django-environ) and the API
-# client's (httpx, for its API page), not the test and lint toolchain.
+# The demo: the app, the example project's extra dependency (django-environ), the API
+# client's (httpx, for its API page) and the forge extra's (cryptography, for the
+# simulator's Forge page), not the test and lint toolchain.
 $(DEMO_STAMP): setup.cfg pyproject.toml
 	@echo "make demo: installing the app and the example project into $(VENV) (first run only)..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[example,client]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[example,client,forge]'
 	@touch $(DEMO_STAMP)
 
 $(DOCS_STAMP): setup.cfg pyproject.toml

@@ -1308,7 +1308,7 @@ def test_example_settings_subscribe_to_webhooks(
 
 def test_make_demo_installs_the_client_extra() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    assert "-e '.[example,client]'" in makefile
+    assert "-e '.[example,client,forge]'" in makefile
 
 
 @pytest.mark.django_db(transaction=True)
