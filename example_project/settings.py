@@ -157,6 +157,8 @@ if DEMO_INSTALL_MODE not in {"descriptor", "registered"}:
         f"DEMO_INSTALL_MODE must be 'descriptor' or 'registered', not {DEMO_INSTALL_MODE!r}."
     )
 DEMO_APP_KEY = env.str("DEMO_APP_KEY", default="django-bitbucket-install-demo")
+# The Forge app the demo migrates to (the simulator's Forge page installs it): any app ARI.
+DEMO_FORGE_APP_ID = "ari:cloud:ecosystem::app/5f0c2a8e-4b1d-4e6f-9a3c-7d8e9f0a1b2c"
 DEMO_ADMIN_USERNAME = env.str("DEMO_ADMIN_USERNAME", default="admin")
 # Empty: a password generated for this checkout, kept in DEV_STATE_DIR and printed by the
 # demo (never a password everybody knows).
@@ -176,6 +178,9 @@ BITBUCKET_INSTALL_DESCRIPTOR_URI = env.str("BITBUCKET_INSTALL_DESCRIPTOR_URI", d
 BITBUCKET_INSTALL_REDIRECT_URI = env.str("BITBUCKET_INSTALL_REDIRECT_URI", default="") or None
 BITBUCKET_INSTALL_SHARED_SECRET = env.str("BITBUCKET_INSTALL_SHARED_SECRET", default="") or None
 BITBUCKET_INSTALL_SIMULATOR = env.bool("BITBUCKET_INSTALL_SIMULATOR", default=False)
+BITBUCKET_INSTALL_FORGE_APP_ID = env.str("BITBUCKET_INSTALL_FORGE_APP_ID", default="") or (
+    DEMO_FORGE_APP_ID if BITBUCKET_INSTALL_SIMULATOR else None
+)
 BITBUCKET_INSTALL_AUTHORIZE_URL = env.str("BITBUCKET_INSTALL_AUTHORIZE_URL", default="") or (
     f"{_base}/bitbucket/simulator/authorize/" if BITBUCKET_INSTALL_SIMULATOR else None
 )
