@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from django.db import models, transaction
+from django.db import transaction
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from bitbucket_install.models import ForgeInstallation, Installation, bare_uuid
@@ -35,10 +36,14 @@ def _by_workspace(workspace_id: str) -> Installation | None:
     uninstalled one); None if there is none; ``LinkRefused`` if it is not one."""
     if not workspace_id:
         return None
-    spellings = models.Q(principal_uuid__iexact=workspace_id) | models.Q(
-        principal_uuid__iexact="{" + workspace_id + "}"
+    # Compared upper-cased, not with iexact: that is case-sensitive under MariaDB's binary
+    # collations.
+    spellings = [workspace_id.upper(), "{" + workspace_id.upper() + "}"]
+    candidates = list(
+        Installation.objects.annotate(principal_uuid_upper=Upper("principal_uuid"))
+        .filter(principal_uuid_upper__in=spellings)
+        .order_by("pk")[:3]
     )
-    candidates = list(Installation.objects.filter(spellings).order_by("pk")[:3])
     installed = [row for row in candidates if row.is_installed]
     chosen = installed or candidates
     if len(chosen) > 1:
