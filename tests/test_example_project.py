@@ -87,7 +87,9 @@ PRODUCTION = {
 }
 # A deployed Connect app names the Forge app it moves to (else check W012 reminds it).
 FORGE = {
-    "BITBUCKET_INSTALL_FORGE_APP_ID": "ari:cloud:ecosystem::app/406d303d-7e2c-4c0b-9f4a-2a7f3c2d1e0b",
+    "BITBUCKET_INSTALL_FORGE_APP_ID": (
+        "ari:cloud:ecosystem::app/406d303d-7e2c-4c0b-9f4a-2a7f3c2d1e0b"
+    ),
     "BITBUCKET_INSTALL_FORGE_APP_LINK": "https://developer.atlassian.com/console/install/406d303d",
 }
 # The follow-up check of new installations needs a backend that runs tasks later.
