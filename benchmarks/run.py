@@ -32,6 +32,10 @@ The exit status is 1 if a figure with a target fails (or a run gave an unexpecte
 8. A cached ``BitbucketClient.access_token()``: no HTTP request (counted by the client's
    transport) and under 50 microseconds a call; a bare ``cache.get`` of the same entry
    shown beside it.
+9. ``bitbucket_install_push_descriptor`` to 10,000 installations against 1,000, over HTTP
+   to the simulated ``PUT /2.0/addon`` (the example project on gunicorn, the simulator on,
+   a database cache both sides share): 9a the time per installation, 9b the peak memory
+   Python allocated during the run (``benchmarks.push``).
 
 ``--quick`` runs everything smaller (a smoke test of the benchmark itself, not figures to
 quote). ``--only 1,5`` measures some figures only. ``--keep`` leaves the databases.
@@ -70,6 +74,8 @@ class Sizes:
     large_table: int
     memory_early: int
     memory_late: int
+    push_small: int
+    push_large: int
 
 
 # Figure 1b: the callback against the hand-written view that does the least binding to a
@@ -88,8 +94,14 @@ CACHED_TOKEN_BUDGET_US = 50.0
 # Figure 6: the installations the signed calls go to in turn, each with a secret of its own.
 RECEIVING_INSTALLATIONS = 100
 
-FULL = Sizes(7, 600, 150, 1_000, 1_000_000, 100, 10_000)
-QUICK = Sizes(2, 100, 30, 1_000, 20_000, 50, 300)
+FULL = Sizes(7, 600, 150, 1_000, 1_000_000, 100, 10_000, 1_000, 10_000)
+QUICK = Sizes(2, 100, 30, 1_000, 20_000, 50, 300, 100, 1_000)
+# Figure 9: the push's time per installation and its peak memory may grow by a tenth at
+# most from 1,000 installations to 10,000 (the rows stream; nothing grows with them).
+PUSH_TARGET = 1.10
+# The cache the served simulator and the measuring process share (a table of the
+# figure's own database; no entry is culled before the run ends).
+PUSH_CACHE_URL = "dbcache://bench_push_cache?max_entries=10000000&cull_frequency=0"
 
 
 @dataclass(frozen=True)
@@ -403,6 +415,71 @@ def figure_memory(database_url: str, sizes: Sizes, workdir: Path) -> Figure:
     )
 
 
+def push_figures(sizes: Sizes, workers: int, created: list[str]) -> list[Figure]:
+    url = database.recreate("push")
+    created.append(url)
+    site = {
+        **SITE_ENV,
+        "DEBUG": "true",
+        "BITBUCKET_INSTALL_SIMULATOR": "true",
+        "CACHE_URL": PUSH_CACHE_URL,
+    }
+    server.run_manage(url, "migrate", "--noinput", extra_env=site)
+    server.run_manage(url, "createcachetable", extra_env=site)
+    # The measuring process: DEBUG off (with it on, every query would be kept in memory).
+    measuring = {**SITE_ENV, "CACHE_URL": PUSH_CACHE_URL}
+    with server.serve_example_project(url, workers=workers, migrate=False, extra_env=site) as base:
+        small = push_run(sizes.push_small, base, url, measuring)
+        large = push_run(sizes.push_large, base, url, measuring)
+    invalid = ", ".join(
+        f"{int(run['pushed'])} of {rows} pushed"
+        for rows, run in ((sizes.push_small, small), (sizes.push_large, large))
+        if int(run["pushed"]) != rows
+    )
+    note = f"{sizes.push_large:,} installations vs {sizes.push_small:,}, concurrency 4"
+    return [
+        Figure(
+            "9a push_descriptor time per installation",
+            large["seconds_per_installation"] * 1000,
+            small["seconds_per_installation"] * 1000,
+            "ms",
+            PUSH_TARGET,
+            False,
+            note=note + f", {workers} gunicorn workers",
+            invalid=invalid,
+        ),
+        Figure(
+            "9b push_descriptor peak memory",
+            large["peak_kib"],
+            small["peak_kib"],
+            "KiB",
+            PUSH_TARGET,
+            False,
+            note=note + ", tracemalloc peak",
+            invalid=invalid,
+        ),
+    ]
+
+
+def push_run(rows: int, base_url: str, url: str, environment: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.push", str(rows), base_url],
+        env=server.site_environment(url, 8000, environment),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks.push failed:\n{done.stdout}{done.stderr}")
+    run: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    progress(
+        f"figure 9: {rows} installations: {run['seconds_per_installation'] * 1000:.2f} ms each, "
+        f"peak {run['peak_kib']:.0f} KiB, {int(run['pushed'])} pushed"
+    )
+    return run
+
+
 def scale_timings(rows: int, created: list[str]) -> dict[str, float]:
     url = database.recreate(f"rows_{rows}")
     created.append(url)
@@ -502,6 +579,9 @@ def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
             if "8" in only:
                 progress("figure 8: a cached access token")
                 figures.append(figure_cached_token())
+            if "9" in only:
+                progress("figure 9: pushing the descriptor")
+                figures.extend(push_figures(sizes, workers, created))
     finally:
         if not keep:
             from django.db import connections
@@ -523,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7,8", help="the figures to measure, e.g. --only 1,5"
+        "--only", default="1,2,3,4,5,6,7,8,9", help="the figures to measure, e.g. --only 1,5"
     )
     options = parser.parse_args(argv)
     only = {part.strip() for part in options.only.split(",")}
