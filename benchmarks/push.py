@@ -2,9 +2,10 @@
 
 Run by ``benchmarks.run`` as ``python -m benchmarks.push ROWS BASE_URL`` with the example
 project's environment (``benchmarks.server.site_environment``): ``DATABASE_URL`` is a
-database of its own, and ``CACHE_URL`` the database cache that the site served at
+database of its own, and ``CACHE_URL`` the Redis database that the site served at
 BASE_URL (gunicorn, the simulator on) shares with this process, so that the simulated
-Bitbucket knows the installations made here. Prints one JSON object:
+Bitbucket knows the installations made here; it is emptied before and after. Prints one
+JSON object:
 
 - ``seconds_per_installation``: the command's wall time over ROWS, its outcomes not yet
   recorded (every push goes over HTTP to the simulated ``PUT /2.0/addon``);
@@ -93,6 +94,9 @@ def measure(rows: int, base_url: str) -> dict[str, float]:
     push_all()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    from django.core.cache import cache
+
+    cache.clear()
     return {
         "seconds_per_installation": seconds / rows,
         "peak_kib": peak / 1024,

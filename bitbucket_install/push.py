@@ -14,6 +14,7 @@ client within its bounds; any other refusal is recorded at once, not retried.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -133,6 +134,10 @@ def pages(rows: InstallationQuerySet, page_size: int = PAGE_SIZE) -> Iterator[In
         if len(page) < page_size:
             return
         after = page[-1].pk
+        # httpx leaves reference cycles behind every request; the pushes in flight keep
+        # them alive long enough to reach the oldest generation, which Python collects
+        # rarely. A collection per page keeps them to a page's worth on a long run.
+        gc.collect()
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,22 @@ test asserts the recorded rows and that no signal was sent."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from bitbucket_install import push, task_framework
-from bitbucket_install.management.commands.bitbucket_install_push_descriptor import Command
+from bitbucket_install.management.commands.bitbucket_install_push_descriptor import (
+    Command,
+    Progress,
+)
 from bitbucket_install.models import Installation
 from bitbucket_install.simulator import state
 from tests.conftest import SignalRecorder
@@ -340,3 +344,31 @@ def test_enqueue_on_the_immediate_backend_records_as_the_command_does(
     assert "Enqueued 1 tasks" in out
     assert "20 pushed, 0 failed, 0 never pushed." in out
     assert updates(keys) == {**dict.fromkeys(keys, 1), keys[2]: 2}
+
+
+def test_without_a_tasks_framework_enqueue_says_what_to_install(
+    simulated: str, monkeypatch: pytest.MonkeyPatch, sent_signals: SignalRecorder
+) -> None:
+    made = make_installations(simulated, 3)
+    monkeypatch.setattr(task_framework, "FRAMEWORKS", ("no_such_tasks_framework",))
+    monkeypatch.delitem(sys.modules, "bitbucket_install.tasks", raising=False)
+    before = list(Installation.objects.order_by("pk").values())
+
+    status, _, err = run("--enqueue")
+
+    assert status == 1
+    assert "No tasks framework can be imported" in err
+    assert "django-bitbucket-install[tasks]" in err
+    assert list(Installation.objects.order_by("pk").values()) == before
+    assert updates([row.client_key for row in made]) == {row.client_key: 0 for row in made}
+    assert sent_signals.none_sent
+
+
+def test_the_bar_never_runs_past_its_end() -> None:
+    # An installation made during the run is pushed too: more outcomes than counted.
+    out = Terminal()
+    progress = Progress(1, OutputWrapper(out), bar=True)
+    progress(Installation(client_key="connection:1"), None)
+    progress(Installation(client_key="connection:2"), "404 Resource not found")
+    progress.finish()
+    assert out.getvalue().endswith("\r[" + "#" * 30 + "] 2/1  pushed 1, failed 1\n")

@@ -12,7 +12,6 @@ status is 1 when any push of this run failed.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
@@ -29,7 +28,8 @@ BAR_WIDTH = 30
 
 class Progress:
     """The tally of this run, and its bar on a terminal: one line, rewritten in place
-    with a carriage return (no dependency). Updated from the pushing threads."""
+    with a carriage return (no dependency). Called by ``push_all`` as each outcome is
+    recorded, in the command's own thread."""
 
     def __init__(self, total: int, out: OutputWrapper, bar: bool) -> None:
         self.total = total
@@ -37,7 +37,6 @@ class Progress:
         self.failed = 0
         self._out = out
         self._bar = bar
-        self._lock = threading.Lock()
         self.show()
 
     @property
@@ -45,17 +44,17 @@ class Progress:
         return self.pushed + self.failed
 
     def __call__(self, installation: Installation, error: str | None) -> None:
-        with self._lock:
-            if error is None:
-                self.pushed += 1
-            else:
-                self.failed += 1
-            self.show()
+        if error is None:
+            self.pushed += 1
+        else:
+            self.failed += 1
+        self.show()
 
     def show(self) -> None:
         if not self._bar:
             return
-        filled = BAR_WIDTH * self.done // self.total if self.total else BAR_WIDTH
+        # An installation made during the run may be pushed too: never past the end.
+        filled = min(BAR_WIDTH * self.done // self.total, BAR_WIDTH) if self.total else BAR_WIDTH
         self._out.write(
             f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.done}/{self.total}"
             f"  pushed {self.pushed}, failed {self.failed}",
@@ -143,8 +142,13 @@ class Command(BaseCommand):
             )
 
     def _enqueue(self, rows: InstallationQuerySet) -> None:
+        from bitbucket_install.exceptions import TaskFrameworkMissing
         from bitbucket_install.task_framework import enqueue
-        from bitbucket_install.tasks import push_installation_descriptor
+
+        try:
+            from bitbucket_install.tasks import push_installation_descriptor
+        except TaskFrameworkMissing as error:
+            raise CommandError(str(error)) from None
 
         enqueued = 0
         for installation in push.pages(rows):
