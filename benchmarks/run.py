@@ -32,9 +32,13 @@ The exit status is 1 if a figure with a target fails (or a run gave an unexpecte
 8. A cached ``BitbucketClient.access_token()``: no HTTP request (counted by the client's
    transport) and under 50 microseconds a call; a bare ``cache.get`` of the same entry
    shown beside it.
-
 9. Verifying a Forge Invocation Token (RS256) with the JWKS warm, against a bare
    ``jwt.decode`` of the same token with the key in hand; no JWKS fetch in the timed calls.
+10. ``bitbucket_install_push_descriptor`` to 10,000 installations against 1,000, over HTTP
+    to the simulated ``PUT /2.0/addon`` (the example project on gunicorn, the simulator on,
+    sharing a Redis database, ``BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/15``,
+    which the run empties, with the measuring process): 10a the time per installation, 10b
+    the peak memory Python allocated during the run (``benchmarks.push``).
 
 ``--quick`` runs everything smaller (a smoke test of the benchmark itself, not figures to
 quote). ``--only 1,5`` measures some figures only. ``--keep`` leaves the databases.
@@ -73,6 +77,8 @@ class Sizes:
     large_table: int
     memory_early: int
     memory_late: int
+    push_small: int
+    push_large: int
 
 
 # Figure 1b: the callback against the hand-written view that does the least binding to a
@@ -94,8 +100,16 @@ FORGE_TARGET = 1.3
 # Figure 6: the installations the signed calls go to in turn, each with a secret of its own.
 RECEIVING_INSTALLATIONS = 100
 
-FULL = Sizes(7, 600, 150, 1_000, 1_000_000, 100, 10_000)
-QUICK = Sizes(2, 100, 30, 1_000, 20_000, 50, 300)
+FULL = Sizes(7, 600, 150, 1_000, 1_000_000, 100, 10_000, 1_000, 10_000)
+QUICK = Sizes(2, 100, 30, 1_000, 20_000, 50, 300, 100, 1_000)
+# Figure 9: the push's time per installation and its peak memory may grow by a tenth at
+# most from 1,000 installations to 10,000 (the rows stream; nothing grows with them).
+PUSH_TARGET = 1.10
+PUSH_WARMUP = 200
+# The cache the served simulator and the measuring process share: a Redis database the
+# run empties at its start and end. Not the database cache: it counts its rows on every
+# write, which would make the simulator's own work grow with the number of installations.
+PUSH_CACHE_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @dataclass(frozen=True)
@@ -423,6 +437,73 @@ def figure_memory(database_url: str, sizes: Sizes, workdir: Path) -> Figure:
     )
 
 
+def push_figures(sizes: Sizes, workers: int, created: list[str]) -> list[Figure]:
+    url = database.recreate("push")
+    created.append(url)
+    site = {
+        **SITE_ENV,
+        "DEBUG": "true",
+        "BITBUCKET_INSTALL_SIMULATOR": "true",
+        "CACHE_URL": PUSH_CACHE_URL,
+    }
+    server.run_manage(url, "migrate", "--noinput", extra_env=site)
+    # The measuring process: DEBUG off (with it on, every query would be kept in memory).
+    measuring = {**SITE_ENV, "CACHE_URL": PUSH_CACHE_URL}
+    with server.serve_example_project(url, workers=workers, migrate=False, extra_env=site) as base:
+        # Untimed: the workers import the simulator and open their connections on their
+        # first calls, which would be counted against the first size alone.
+        push_run(PUSH_WARMUP, base, url, measuring)
+        small = push_run(sizes.push_small, base, url, measuring)
+        large = push_run(sizes.push_large, base, url, measuring)
+    invalid = ", ".join(
+        f"{int(run['pushed'])} of {rows} pushed"
+        for rows, run in ((sizes.push_small, small), (sizes.push_large, large))
+        if int(run["pushed"]) != rows
+    )
+    note = f"{sizes.push_large:,} installations vs {sizes.push_small:,}, concurrency 4"
+    return [
+        Figure(
+            "10a push_descriptor time per installation",
+            large["seconds_per_installation"] * 1000,
+            small["seconds_per_installation"] * 1000,
+            "ms",
+            PUSH_TARGET,
+            False,
+            note=note + f", {workers} gunicorn workers",
+            invalid=invalid,
+        ),
+        Figure(
+            "10b push_descriptor peak memory",
+            large["peak_kib"],
+            small["peak_kib"],
+            "KiB",
+            PUSH_TARGET,
+            False,
+            note=note + ", tracemalloc peak",
+            invalid=invalid,
+        ),
+    ]
+
+
+def push_run(rows: int, base_url: str, url: str, environment: dict[str, str]) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.push", str(rows), base_url],
+        env=server.site_environment(url, 8000, environment),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmarks.push failed:\n{done.stdout}{done.stderr}")
+    run: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    progress(
+        f"figure 10: {rows} installations: {run['seconds_per_installation'] * 1000:.2f} ms each, "
+        f"peak {run['peak_kib']:.0f} KiB, {int(run['pushed'])} pushed"
+    )
+    return run
+
+
 def scale_timings(rows: int, created: list[str]) -> dict[str, float]:
     url = database.recreate(f"rows_{rows}")
     created.append(url)
@@ -525,6 +606,9 @@ def run(sizes: Sizes, keep: bool, only: set[str]) -> int:
             if "9" in only:
                 progress("figure 9: a Forge Invocation Token")
                 figures.append(figure_forge())
+            if "10" in only:
+                progress("figure 10: pushing the descriptor")
+                figures.extend(push_figures(sizes, workers, created))
     finally:
         if not keep:
             from django.db import connections
@@ -546,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7,8,9", help="the figures to measure, e.g. --only 1,5"
+        "--only", default="1,2,3,4,5,6,7,8,9,10", help="the figures to measure, e.g. --only 1,5"
     )
     options = parser.parse_args(argv)
     only = {part.strip() for part in options.only.split(",")}

@@ -46,6 +46,33 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DescriptorPushFilter(admin.SimpleListFilter):
+    """Where each installation is in the move to Forge, as the last push of the descriptor
+    (``bitbucket_install_push_descriptor``) left it."""
+
+    title = _("Forge migration")
+    parameter_name = "descriptor_push"
+
+    def lookups(self, request: HttpRequest, model_admin: ModelAdmin) -> list[tuple[str, str]]:
+        return [
+            ("connect", str(_("Connect only"))),
+            ("pushed", str(_("Descriptor pushed"))),
+            ("failed", str(_("Push failed"))),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        choices = {
+            "connect": Q(descriptor_pushed_at__isnull=True, descriptor_push_error=""),
+            "pushed": Q(descriptor_pushed_at__isnull=False, descriptor_push_error=""),
+            "failed": ~Q(descriptor_push_error=""),
+        }
+        chosen = choices.get(str(self.value()))
+        if chosen is None:
+            return queryset
+        filtered: QuerySet[Any] = queryset.filter(chosen)
+        return filtered
+
+
 # Database estimates of a table's row count, by vendor, read by ``InstallationPaginator``.
 ROW_ESTIMATE_SQL = {
     # reltuples: what the last VACUUM/ANALYZE counted (-1 before the first).
@@ -164,7 +191,7 @@ class InstallationAdmin(ModelAdmin):
     ]
     # No "product_type" filter: every row says "bitbucket", and listing its values is a
     # scan of the whole table on every page load.
-    list_filter = [StatusFilter]
+    list_filter = [StatusFilter, DescriptorPushFilter]
     list_select_related = ["user"]
     # What get_search_results does; the search box shows when this is not empty.
     search_fields = ["=client_key", "^principal_name", "=principal_uuid"]
@@ -195,6 +222,8 @@ class InstallationAdmin(ModelAdmin):
         "confirmed_at",
         "verified_at",
         "uninstalled_at",
+        "descriptor_pushed_at",
+        "descriptor_push_error",
         "updated_at",
     ]
     fields = tuple(readonly_fields)

@@ -24,7 +24,7 @@ from bitbucket_install.conf import (
     is_duration,
     is_strong_app_secret,
 )
-from bitbucket_install.descriptor import APP_OWNED_KEYS
+from bitbucket_install.descriptor import APP_OWNED_KEYS, FORGE_KEYS
 from bitbucket_install.exceptions import TaskFrameworkMissing
 from bitbucket_install.forge.invocation import IC_LABEL_PATTERN, is_ic_label
 from bitbucket_install.forge.jwks import is_allowed_jwks_url
@@ -32,7 +32,9 @@ from bitbucket_install.identifiers import (
     ALL_EVENTS,
     MAX_EVENT_KEY_LENGTH,
     MIN_APP_SECRET_LENGTH,
+    is_forge_app_id,
     is_webhook_subscription,
+    origin,
 )
 
 # Stable ids; a retired id stays reserved and is never reused.
@@ -780,3 +782,80 @@ def check_forge(
                 )
             )
     return found
+
+
+# Atlassian's announced end of support for Connect on Bitbucket Cloud.
+CONNECT_END_OF_SUPPORT = "31 January 2027"
+
+
+@register("bitbucket_install")
+def check_forge_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """The settings that link the descriptor to the Forge app (``forgeAppId``,
+    ``forgeAppLink``): a wrong one would be pushed to every installation."""
+    found = []
+    app_id = _raw("FORGE_APP_ID")
+    if app_id not in (UNSET, None, "") and not is_forge_app_id(app_id):
+        found.append(
+            _message(
+                "E030",
+                f"BITBUCKET_INSTALL_FORGE_APP_ID ({_shown(app_id)}) is not a Forge app's ARI.",
+                "Copy app.id from the Forge app's manifest.yml: "
+                "ari:cloud:ecosystem::app/<uuid>, in lower case.",
+            )
+        )
+    link = _raw("FORGE_APP_LINK")
+    if link not in (UNSET, None, "") and not _is_https_url(link):
+        found.append(
+            _message(
+                "E031",
+                f"BITBUCKET_INSTALL_FORGE_APP_LINK ({_shown(link)}) is not an https URL.",
+                "Use the Forge app's install link from the developer console "
+                "(https://developer.atlassian.com/console/install/...).",
+            )
+        )
+    configured = _raw("DESCRIPTOR")
+    if isinstance(configured, dict):
+        for key, name in FORGE_KEYS.items():
+            if key in configured and getattr(app_settings, name) is not None:
+                found.append(
+                    _message(
+                        "W013",
+                        f"BITBUCKET_INSTALL_DESCRIPTOR sets {key}, so "
+                        f"BITBUCKET_INSTALL_{name} is not used: the descriptor keeps the "
+                        "DESCRIPTOR setting's value.",
+                        f"Remove {key} from BITBUCKET_INSTALL_DESCRIPTOR, or unset "
+                        f"BITBUCKET_INSTALL_{name}.",
+                    )
+                )
+    return found
+
+
+def _is_https_url(value: object) -> bool:
+    found = origin(value) if isinstance(value, str) else None
+    return found is not None and found.startswith("https://")
+
+
+@register("bitbucket_install", deploy=True)
+def check_deploy_forge_app(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """A deployment check only: in development the reminder would be noise on every run."""
+    configured = _raw("DESCRIPTOR")
+    if app_settings.FORGE_APP_ID is not None or (
+        isinstance(configured, dict) and "forgeAppId" in configured
+    ):
+        return []
+    return [
+        _message(
+            "W012",
+            "This Connect app names no Forge app (BITBUCKET_INSTALL_FORGE_APP_ID is not "
+            f"set): Atlassian ends support for Connect on Bitbucket Cloud on "
+            f"{CONNECT_END_OF_SUPPORT}.",
+            "Build the Forge app, set BITBUCKET_INSTALL_FORGE_APP_ID and "
+            "BITBUCKET_INSTALL_FORGE_APP_LINK, then push the descriptor with manage.py "
+            "bitbucket_install_push_descriptor (docs: Migrating to Forge). To silence this "
+            'until then, add "bitbucket_install.W012" to SILENCED_SYSTEM_CHECKS.',
+        )
+    ]

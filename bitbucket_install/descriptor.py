@@ -23,6 +23,8 @@ POST_INSTALL_REDIRECT_KEY = "bitbucket-install-landing"
 POST_INSTALL_REDIRECT_QUERY = (
     "?user_uuid={user_uuid}&user_username={user_username}&user_type={user_type}"
 )
+# The descriptor's keys that link it to the Forge app, and the settings that give them.
+FORGE_KEYS = {"forgeAppId": "FORGE_APP_ID", "forgeAppLink": "FORGE_APP_LINK"}
 
 
 def build_descriptor() -> dict[str, Any]:
@@ -47,7 +49,20 @@ def build_descriptor() -> dict[str, Any]:
     for name, value in configured.items():
         if name not in BUILT_KEYS | APP_OWNED_KEYS:
             descriptor[name] = value
+    descriptor.update(forge_keys(configured))
     return descriptor
+
+
+def forge_keys(configured: dict[str, Any]) -> dict[str, str]:
+    """``forgeAppId`` / ``forgeAppLink`` from ``BITBUCKET_INSTALL_FORGE_APP_ID`` /
+    ``_LINK``, each only where the project's ``DESCRIPTOR`` does not already set it: a key
+    the project wrote is never rewritten (check W013 says the setting is then unused)."""
+    found = {}
+    for key, value in FORGE_KEYS.items():
+        setting = getattr(app_settings, value)
+        if setting is not None and key not in configured:
+            found[key] = setting
+    return found
 
 
 def _modules(configured: object) -> dict[str, Any]:

@@ -101,3 +101,14 @@ def origin(url: str) -> str | None:
     if port is None or port == DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+# A Forge app's id as its manifest writes it (the descriptor's forgeAppId): an ARI around
+# the app's UUID. Whether Bitbucket also takes the bare UUID is not documented.
+FORGE_APP_ID_PATTERN = re.compile(
+    r"ari:cloud:ecosystem::app/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+
+
+def is_forge_app_id(value: object) -> bool:
+    return isinstance(value, str) and FORGE_APP_ID_PATTERN.fullmatch(value) is not None

@@ -101,6 +101,14 @@ class Installation(models.Model):
     # installation know that secret, so no sender of a forged callback can set this.
     verified_at = models.DateTimeField(_("verified with Bitbucket"), null=True, blank=True)
     uninstalled_at = models.DateTimeField(_("uninstalled"), null=True, blank=True)
+    # The last push of the descriptor (PUT /2.0/addon, bitbucket_install_push_descriptor):
+    # when Bitbucket last accepted one, and why the last one failed ("" once one succeeds).
+    descriptor_pushed_at = models.DateTimeField(
+        _("descriptor pushed"), null=True, blank=True, editable=False
+    )
+    descriptor_push_error = models.CharField(
+        _("descriptor push error"), max_length=255, blank=True, editable=False
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

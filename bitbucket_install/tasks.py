@@ -9,6 +9,10 @@ the request. Its arguments are the delivery's primary key and the payload (JSON)
 payload is not stored in the delivery row, and the key names this very recording of the
 delivery, so a task of a delivery that was withdrawn does nothing.
 
+``push_installation_descriptor`` pushes the descriptor to one installation, for
+``bitbucket_install_push_descriptor --enqueue``, and records the outcome as the command
+does.
+
 Importing this module defines the tasks, which asks the framework and the configured
 backend: the ``webhook`` and ``installed`` views import it only when tasks are on.
 """
@@ -99,3 +103,17 @@ def check_soon(installation: Installation) -> None:
     if task_backends()[app_settings.TASK_BACKEND].supports_defer:
         task = task.using(run_after=timezone.now() + timedelta(seconds=genuine.SETTLING_SECONDS))
     enqueue(task, installation.pk)
+
+
+@app_task
+def push_installation_descriptor(installation_pk: int) -> str:
+    """Push the descriptor to the installation (``PUT /2.0/addon``) and record the
+    outcome: ``pushed``, ``failed``, or ``nothing`` when it is gone or uninstalled."""
+    # Here, not at the top: the push needs the client's extra (httpx), which a project
+    # that only hands webhooks to tasks may not have installed.
+    from bitbucket_install import push
+
+    installation = Installation.objects.installed().filter(pk=installation_pk).first()
+    if installation is None:
+        return "nothing"
+    return "pushed" if push.push_descriptor(installation) is None else "failed"

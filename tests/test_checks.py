@@ -27,6 +27,14 @@ TASKS_ON = {"BITBUCKET_INSTALL_WEBHOOK_TASKS": True}
 CONFIRM_ON = {"BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET": True}
 DUMMY_BACKEND = f"{task_framework.framework().__name__}.backends.dummy.DummyBackend"
 IMMEDIATE_BACKEND = f"{task_framework.framework().__name__}.backends.immediate.ImmediateBackend"
+FORGE_APP_ID = "ari:cloud:ecosystem::app/406d303d-7e2c-4c0b-9f4a-2a7f3c2d1e0b"
+FORGE_APP_LINK = (
+    "https://developer.atlassian.com/console/install/406d303d?signature=1234&product=bitbucket"
+)
+FORGE_SET = {
+    "BITBUCKET_INSTALL_FORGE_APP_ID": FORGE_APP_ID,
+    "BITBUCKET_INSTALL_FORGE_APP_LINK": FORGE_APP_LINK,
+}
 UNREGISTERED = {
     "BITBUCKET_INSTALL_ADDON_KEY": None,
     "BITBUCKET_INSTALL_DESCRIPTOR_URI": "https://app.example.com/bitbucket/atlassian-connect.json",
@@ -80,6 +88,7 @@ def test_silent_on_the_test_settings() -> None:
     assert checks.check_redirect_targets() == []
     assert checks.check_descriptor() == []
     assert checks.check_forge() == []
+    assert checks.check_forge_settings() == []
 
 
 @pytest.mark.parametrize(
@@ -695,6 +704,45 @@ CASES: list[Any] = [
         {"E029"},
         id="E029-entries",
     ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_APP_ID": "406d303d-7e2c-4c0b-9f4a-2a7f3c2d1e0b"},
+        {"E030"},
+        id="E030-bare-uuid",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_APP_ID": FORGE_APP_ID.upper()}, {"E030"}, id="E030-upper"
+    ),
+    pytest.param({"BITBUCKET_INSTALL_FORGE_APP_ID": 406}, {"E030"}, id="E030-not-text"),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_APP_ID": FORGE_APP_ID + "/x"}, {"E030"}, id="E030-suffix"
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_APP_LINK": "http://developer.atlassian.com/console/install/x"},
+        {"E031"},
+        id="E031-http",
+    ),
+    pytest.param(
+        {"BITBUCKET_INSTALL_FORGE_APP_LINK": "developer.atlassian.com/console/install/x"},
+        {"E031"},
+        id="E031-relative",
+    ),
+    pytest.param({"BITBUCKET_INSTALL_FORGE_APP_LINK": ["https://x"]}, {"E031"}, id="E031-list"),
+    pytest.param(
+        {
+            **FORGE_SET,
+            "BITBUCKET_INSTALL_DESCRIPTOR": {**GOOD_DESCRIPTOR, "forgeAppId": FORGE_APP_ID},
+        },
+        {"W013"},
+        id="W013-forge-app-id-in-descriptor",
+    ),
+    pytest.param(
+        {
+            **FORGE_SET,
+            "BITBUCKET_INSTALL_DESCRIPTOR": {**GOOD_DESCRIPTOR, "forgeAppLink": FORGE_APP_LINK},
+        },
+        {"W013"},
+        id="W013-forge-app-link-in-descriptor",
+    ),
 ]
 
 
@@ -715,8 +763,12 @@ def test_every_id_has_a_case() -> None:
         covered |= case.values[1]
     # W008 is a deployment check: test_deploy_check_recommends_confirming_with_bitbucket.
     # E027 needs httpx gone: test_confirming_without_the_client_extra_is_an_error.
-    covered |= {"W008", "E027"}
-    expected = {f"E{n:03}" for n in range(1, 30)} | {f"W{n:03}" for n in range(1, 10)}
+    # W012 is a deployment check: test_deploy_check_recommends_a_forge_app.
+    covered |= {"W008", "E027", "W012"}
+    # W010 and W011 were never given out.
+    expected = (
+        {f"E{n:03}" for n in range(1, 32)} | {f"W{n:03}" for n in range(1, 10)} | {"W012", "W013"}
+    )
     assert covered == expected
     assert set(checks.RULE_IDS.values()) <= expected
 
@@ -1478,14 +1530,74 @@ def test_deploy_check_recommends_confirming_with_bitbucket() -> None:
             )
             return found
 
-    (recommended,) = deploy_messages()
+    (recommended,) = deploy_messages(**FORGE_SET)
     assert str(recommended.id) == "bitbucket_install.W008"
     assert recommended.level == WARNING
     assert "trusted on first use" in recommended.msg
     assert "BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True" in str(recommended.hint)
-    assert deploy_messages(**CONFIRM_ON, TASKS={"default": {"BACKEND": DUMMY_BACKEND}}) == []
+    assert (
+        deploy_messages(**CONFIRM_ON, **FORGE_SET, TASKS={"default": {"BACKEND": DUMMY_BACKEND}})
+        == []
+    )
     # Not a check of development: a plain ``manage.py check`` does not say it.
     assert messages() == []
+
+
+def test_deploy_check_recommends_a_forge_app() -> None:
+    def deploy_ids(**overrides: Any) -> list[CheckMessage]:
+        with override_settings(**CONFIRM_ON, **overrides):
+            found: list[CheckMessage] = run_checks(
+                include_deployment_checks=True, tags=["bitbucket_install"]
+            )
+            return found
+
+    with override_settings(TASKS={"default": {"BACKEND": DUMMY_BACKEND}}):
+        (reminder,) = deploy_ids()
+        assert str(reminder.id) == "bitbucket_install.W012"
+        assert reminder.level == WARNING
+        assert "31 January 2027" in reminder.msg
+        assert "BITBUCKET_INSTALL_FORGE_APP_ID" in reminder.msg
+        assert "SILENCED_SYSTEM_CHECKS" in str(reminder.hint)
+        assert '"bitbucket_install.W012"' in str(reminder.hint)
+        assert "bitbucket_install_push_descriptor" in str(reminder.hint)
+        assert deploy_ids(**FORGE_SET) == []
+        # A descriptor that names the Forge app itself needs no setting.
+        assert (
+            deploy_ids(
+                BITBUCKET_INSTALL_DESCRIPTOR={**GOOD_DESCRIPTOR, "forgeAppId": FORGE_APP_ID}
+            )
+            == []
+        )
+        # The documented way to silence it works.
+        with override_settings(SILENCED_SYSTEM_CHECKS=["bitbucket_install.W012"]):
+            out, err = StringIO(), StringIO()
+            call_command("check", "--deploy", "--tag", "bitbucket_install", stdout=out, stderr=err)
+            assert "W012" not in out.getvalue() + err.getvalue()
+    # Not a check of development.
+    assert messages() == []
+
+
+def test_forge_settings_are_silent_when_good_or_empty() -> None:
+    assert messages(**FORGE_SET) == []
+    assert (
+        messages(
+            BITBUCKET_INSTALL_FORGE_APP_ID="",
+            BITBUCKET_INSTALL_FORGE_APP_LINK="",
+        )
+        == []
+    )
+    assert (
+        messages(BITBUCKET_INSTALL_FORGE_APP_ID=None, BITBUCKET_INSTALL_FORGE_APP_LINK=None) == []
+    )
+    # A descriptor with the keys and no settings: nothing is ignored, nothing to say.
+    assert (
+        messages(BITBUCKET_INSTALL_DESCRIPTOR={**GOOD_DESCRIPTOR, "forgeAppId": FORGE_APP_ID})
+        == []
+    )
+    # Not a dict (E015 says so): nothing to compare.
+    assert ids(**FORGE_SET, BITBUCKET_INSTALL_DESCRIPTOR=["x"]) == {
+        str(m.id) for m in messages(BITBUCKET_INSTALL_DESCRIPTOR=["x"])
+    }
 
 
 def test_confirming_without_the_client_extra_is_an_error(

@@ -85,6 +85,13 @@ PRODUCTION = {
     "SECRET_KEY": "a-production-secret-key-of-more-than-fifty-characters-0123456789",
     "BITBUCKET_INSTALL_BASE_URL": "https://app.example.com",
 }
+# A deployed Connect app names the Forge app it moves to (else check W012 reminds it).
+FORGE = {
+    "BITBUCKET_INSTALL_FORGE_APP_ID": (
+        "ari:cloud:ecosystem::app/406d303d-7e2c-4c0b-9f4a-2a7f3c2d1e0b"
+    ),
+    "BITBUCKET_INSTALL_FORGE_APP_LINK": "https://developer.atlassian.com/console/install/406d303d",
+}
 # The follow-up check of new installations needs a backend that runs tasks later.
 WORKER = {"TASKS_BACKEND": "django_tasks_db.DatabaseBackend"}
 
@@ -241,10 +248,13 @@ def manage(tmp_path: Path, *arguments: str, **variables: str) -> subprocess.Comp
 
 def test_deploy_check_is_clean_with_debug_off(tmp_path: Path) -> None:
     deployed = manage(
-        tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION, **WORKER
+        tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION, **WORKER, **FORGE
     )
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert "System check identified no issues" in deployed.stdout
+    # Without a Forge app, the deploy check reminds of Connect's end of support.
+    reminded = manage(tmp_path, "check", "--deploy", **PRODUCTION, **WORKER)
+    assert "bitbucket_install.W012" in reminded.stdout + reminded.stderr
     # The same check with DEBUG on says what makes that configuration unfit to deploy.
     developing = manage(tmp_path, "check", "--deploy", DEBUG="on")
     for warning in ("security.W018", "security.W012", "security.W016", "security.W008"):

@@ -216,7 +216,14 @@ def get_linkers(request: HttpRequest, caller: Caller, params: dict[str, str]) ->
 
 
 def put_addon(request: HttpRequest, caller: Caller, params: dict[str, str]) -> HttpResponse:
-    """Update the installation's descriptor: its scopes may not grow, nor shrink to none."""
+    """Update the installation's descriptor: its scopes may not grow, nor shrink to none.
+    Counted per installation; one made to refuse it (``state.refuse_addon_update``)
+    answers its status."""
+    client_key = caller.installation.client_key
+    state.count_addon_update(client_key)
+    refusal = state.addon_update_refusal(client_key)
+    if refusal is not None:
+        raise Refused(refusal, state.ADDON_UPDATE_REFUSALS[refusal])
     try:
         body = json.loads(request.body or b"{}")
         scopes = addon_update_scopes(body, caller.installation.scopes)

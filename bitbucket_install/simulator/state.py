@@ -3,7 +3,8 @@
 next install's callback, as Bitbucket signs a re-install), and the counter behind
 ``connection:<n>`` clientKeys; for its API, each installation by clientKey (the secret its
 tokens must be signed with, the app, the workspace, the scopes), the access tokens the JWT
-grant issued, the application properties, and the 429 switch.
+grant issued, the application properties, the 429 switch, and for ``PUT /2.0/addon`` how
+many each installation received and which are made to refuse it.
 
 It is a development tool's memory: entries are read and written without locks, and a
 list of installations is kept for the console (the cache cannot enumerate its keys)."""
@@ -168,3 +169,38 @@ def next_connection_number() -> int:
     # A random start keeps numbers apart from installs a forgotten cache once made.
     cache.add(CONNECTION_COUNTER, secrets.randbelow(900_000) + 100_000, timeout=None)
     return int(cache.incr(CONNECTION_COUNTER))
+
+
+# The statuses PUT /2.0/addon can be made to answer for chosen installations: Bitbucket's
+# refusal of the token's rights, and an installation it no longer knows.
+ADDON_UPDATE_REFUSALS = {403: "Improper authentication.", 404: "Resource not found"}
+
+
+def refuse_addon_update(client_key: str, status: int | None) -> None:
+    """From now on ``PUT /2.0/addon`` of ``client_key`` answers ``status`` (one of
+    ``ADDON_UPDATE_REFUSALS``); None accepts it again."""
+    key = _hashed("addon_refused:", client_key)
+    if status is None:
+        cache.delete(key)
+        return
+    if status not in ADDON_UPDATE_REFUSALS:
+        raise ValueError(f"PUT /2.0/addon can be made to answer {sorted(ADDON_UPDATE_REFUSALS)}")
+    cache.set(key, status, None)
+
+
+def addon_update_refusal(client_key: str) -> int | None:
+    stored = cache.get(_hashed("addon_refused:", client_key))
+    return stored if stored in ADDON_UPDATE_REFUSALS else None
+
+
+def count_addon_update(client_key: str) -> None:
+    """One more ``PUT /2.0/addon`` received for ``client_key`` (refused or not)."""
+    key = _hashed("addon_updates:", client_key)
+    cache.add(key, 0, None)
+    cache.incr(key)
+
+
+def addon_updates(client_key: str) -> int:
+    """How many ``PUT /2.0/addon`` ``client_key`` sent (with a verified token)."""
+    value = cache.get(_hashed("addon_updates:", client_key))
+    return value if isinstance(value, int) else 0
