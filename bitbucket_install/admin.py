@@ -23,10 +23,11 @@ from bitbucket_install.models import ForgeInstallation, Installation
 from bitbucket_install.signals import send_on_commit, uninstalled
 
 if TYPE_CHECKING:
+    AnyModelAdmin = admin.ModelAdmin[Any]
     ModelAdmin = admin.ModelAdmin[Installation]
     InstallationPaginatorBase = Paginator[Installation]
 else:
-    ModelAdmin = admin.ModelAdmin
+    AnyModelAdmin = ModelAdmin = admin.ModelAdmin
     InstallationPaginatorBase = Paginator
 
 
@@ -180,8 +181,27 @@ def uninstall(queryset: QuerySet[Installation], request: HttpRequest) -> int:
     return len(marking)
 
 
+class RecordedRowsAdmin(AnyModelAdmin):
+    """Rows that Bitbucket's or Forge's verified calls recorded: shown, never added by hand
+    (an installation made here would have no secret), and no Save buttons on their pages,
+    a Close link instead (as for a user who may only view)."""
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, context)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(Installation)
-class InstallationAdmin(ModelAdmin):
+class InstallationAdmin(RecordedRowsAdmin):
     list_display = [
         "client_key",
         "principal_name",
@@ -296,22 +316,6 @@ class InstallationAdmin(ModelAdmin):
         )
         return format_html('<a href="{}">{}</a>', url, user)
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        # Nothing on the page is editable: no Save buttons, a Close link instead (as for a
-        # user who may only view).
-        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
-        return super().change_view(request, object_id, form_url, context)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Installations come from Bitbucket's callbacks; a hand-made row has no secret.
-        return False
-
     def has_delete_permission(self, request: HttpRequest, obj: Installation | None = None) -> bool:
         # Deleting throws the kept secret away, and the next unsigned `installed` callback
         # of that clientKey would then set one of its own choosing. Rows are soft-deleted
@@ -349,14 +353,8 @@ class InstallationAdmin(ModelAdmin):
         )
 
 
-if TYPE_CHECKING:
-    ForgeModelAdmin = admin.ModelAdmin[ForgeInstallation]
-else:
-    ForgeModelAdmin = admin.ModelAdmin
-
-
 @admin.register(ForgeInstallation)
-class ForgeInstallationAdmin(ForgeModelAdmin):
+class ForgeInstallationAdmin(RecordedRowsAdmin):
     """Forge installations, read-only: they are what verified Forge events recorded."""
 
     list_display = ["installation_id", "workspace_id", "connect_installation", "environment_type"]
@@ -382,17 +380,3 @@ class ForgeInstallationAdmin(ForgeModelAdmin):
         "updated_at",
     ]
     fields = tuple(readonly_fields)
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
-        return super().change_view(request, object_id, form_url, context)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Forge installations come from Forge's verified lifecycle events.
-        return False

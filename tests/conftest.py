@@ -36,6 +36,17 @@ class SignalRecorder:
 
 
 @pytest.fixture
+def empty_cache() -> Iterator[None]:
+    """Django's default cache, empty before and after the test (tokens, JWKS, the
+    simulator's memory); a package's conftest makes it automatic where it matters."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
 def sent_signals() -> Iterator[SignalRecorder]:
     recorder = SignalRecorder()
     receivers: list[Callable[..., None]] = []

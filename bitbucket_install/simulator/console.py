@@ -17,11 +17,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
-from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.decorators import method_decorator
-from django.views import View
-from django.views.decorators.csrf import csrf_protect, ensure_csrf_cookie
+from django.views.decorators.csrf import csrf_protect
 
 from bitbucket_install.api_errors import error_text
 from bitbucket_install.conf import app_settings
@@ -34,7 +32,7 @@ from bitbucket_install.simulator.base import (
     webhook_payload,
 )
 from bitbucket_install.simulator.transport import TRANSPORT_ERRORS
-from bitbucket_install.simulator.views import _page_headers
+from bitbucket_install.simulator.views import SimulatorPage
 from bitbucket_install.templating import render
 
 # Offered when the settings subscribe to no event key of their own (none, or only "*").
@@ -145,18 +143,9 @@ def rate_limit(data: dict[str, str]) -> int:
     return calls
 
 
-class ConsoleView(View):
+class ConsoleView(SimulatorPage):
     """The console page. ``bitbucket_install.urls`` routes to it only while the simulator
     is on (so only with ``DEBUG``)."""
-
-    http_method_names = ["get", "post"]
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        return _page_headers(super().dispatch(request, *args, **kwargs))
-
-    @method_decorator(ensure_csrf_cookie)
-    def get(self, request: HttpRequest) -> HttpResponse:
-        return self.page(request)
 
     @method_decorator(csrf_protect)
     def post(self, request: HttpRequest) -> HttpResponse:
@@ -171,8 +160,7 @@ class ConsoleView(View):
         except ConsoleRefusal as refusal:
             return self.page(request, status=400, refusal=str(refusal))
 
-    @staticmethod
-    def page(request: HttpRequest, status: int = 200, **context: Any) -> HttpResponse:
+    def page(self, request: HttpRequest, status: int = 200, **context: Any) -> HttpResponse:
         context.update(
             installations=state.installations(),
             events=event_choices(),

@@ -28,17 +28,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django.utils.decorators import method_decorator
-from django.views import View
-from django.views.decorators.csrf import csrf_protect, ensure_csrf_cookie
+from django.views.decorators.csrf import csrf_protect
 
 from bitbucket_install.conf import app_settings
 from bitbucket_install.simulator import state, transport
 from bitbucket_install.simulator.base import Workspace, is_under_base
 from bitbucket_install.simulator.transport import TRANSPORT_ERRORS
-from bitbucket_install.simulator.views import _page_headers
+from bitbucket_install.simulator.views import SimulatorPage
 from bitbucket_install.templating import render
 
 KEY_ENTRY = state.CACHE_PREFIX + "forge_signing_key"
@@ -204,18 +202,9 @@ def send_event(data: dict[str, str]) -> dict[str, Any]:
     return {**sent, "status": status, "ok": 200 <= status < 300}
 
 
-class ForgePageView(View):
+class ForgePageView(SimulatorPage):
     """The Forge page. ``bitbucket_install.urls`` routes to it only while the simulator is
     on (so only with ``DEBUG``)."""
-
-    http_method_names = ["get", "post"]
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        return _page_headers(super().dispatch(request, *args, **kwargs))
-
-    @method_decorator(ensure_csrf_cookie)
-    def get(self, request: HttpRequest) -> HttpResponse:
-        return self.page(request)
 
     @method_decorator(csrf_protect)
     def post(self, request: HttpRequest) -> HttpResponse:
@@ -227,8 +216,7 @@ class ForgePageView(View):
         except ForgeRefusal as refusal:
             return self.page(request, status=400, refusal=str(refusal))
 
-    @staticmethod
-    def page(request: HttpRequest, status: int = 200, **context: Any) -> HttpResponse:
+    def page(self, request: HttpRequest, status: int = 200, **context: Any) -> HttpResponse:
         context.update(
             app_id=app_settings.FORGE_APP_ID,
             installations=installations(),

@@ -305,6 +305,24 @@ def consent(request: HttpRequest, link: LinkParameters, descriptor: Descriptor) 
     return render(request, "bitbucket_install/simulator/consent.html", context)
 
 
+class SimulatorPage(View):
+    """A page of the simulator's own (the console, the Forge page): GET shows it, with the
+    CSRF cookie its forms need; the subclass's CSRF-protected POST acts, then ``page``
+    shows it again with the outcome."""
+
+    http_method_names = ["get", "post"]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        return _page_headers(super().dispatch(request, *args, **kwargs))
+
+    @method_decorator(ensure_csrf_cookie)
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self.page(request)
+
+    def page(self, request: HttpRequest, status: int = 200, **context: Any) -> HttpResponse:
+        raise NotImplementedError
+
+
 class SimulatorView(View):
     """Bitbucket's authorize page, simulated. ``bitbucket_install.urls`` routes to it only
     while the simulator is on; it checks that again itself."""

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
@@ -24,10 +23,8 @@ from tests.client.fake_bitbucket import (
 
 
 @pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
+def _empty_cache(empty_cache: None) -> None:
+    """Every test here starts and ends with an empty cache."""
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from pytest_django.fixtures import Settings
 
 from bitbucket_install import task_framework
@@ -25,10 +24,8 @@ CHOSEN_SECRET = "secret-a-squatter-chose-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
+def _empty_cache(empty_cache: None) -> None:
+    """Every test here starts and ends with an empty cache."""
 
 
 @pytest.fixture

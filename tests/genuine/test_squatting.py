@@ -42,6 +42,18 @@ def bitbucket_installs(fake: FakeBitbucket) -> Any:
     return post_lifecycle(Client(), "installed", body)
 
 
+def assert_bitbucket_refused_without_asking(
+    fake: FakeBitbucket, sent_signals: SignalRecorder
+) -> None:
+    """Bitbucket's own first install is refused (401) as before, with the squatter's row
+    left as it is, without a call to Bitbucket and without a signal."""
+    before = installation_rows()
+    assert bitbucket_installs(fake).status_code == 401
+    assert installation_rows() == before
+    assert fake.received == []
+    assert sent_signals.none_sent
+
+
 def test_bitbucket_takes_a_squatted_client_key_back(
     bitbucket: FakeBitbucket, sent_signals: SignalRecorder
 ) -> None:
@@ -67,14 +79,7 @@ def test_without_the_setting_a_squatted_client_key_stays_locked(
 ) -> None:
     settings.BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = False
     squat(bitbucket)
-    before = installation_rows()
-
-    response = bitbucket_installs(bitbucket)
-
-    assert response.status_code == 401
-    assert installation_rows() == before
-    assert bitbucket.received == []
-    assert sent_signals.none_sent
+    assert_bitbucket_refused_without_asking(bitbucket, sent_signals)
 
 
 def test_a_genuine_row_is_not_replaced_by_an_unsigned_install(
@@ -113,14 +118,7 @@ def test_a_row_something_vouched_for_is_never_replaced(
 ) -> None:
     fields = {"user": User.objects.create_user("ada")} if vouched == "user" else vouched
     squat(bitbucket, **fields)
-    before = installation_rows()
-
-    response = bitbucket_installs(bitbucket)
-
-    assert response.status_code == 401
-    assert installation_rows() == before
-    assert bitbucket.received == []
-    assert sent_signals.none_sent
+    assert_bitbucket_refused_without_asking(bitbucket, sent_signals)
 
 
 def test_a_verified_uninstalled_row_is_never_replaced(
@@ -128,11 +126,7 @@ def test_a_verified_uninstalled_row_is_never_replaced(
 ) -> None:
     """Its re-install is signed with the old secret: an unsigned one is not Bitbucket's."""
     squat(bitbucket, verified_at=timezone.now(), uninstalled_at=timezone.now())
-    before = installation_rows()
-
-    assert bitbucket_installs(bitbucket).status_code == 401
-    assert installation_rows() == before
-    assert sent_signals.none_sent
+    assert_bitbucket_refused_without_asking(bitbucket, sent_signals)
 
 
 def test_an_uninstalled_squatter_is_replaced_too(bitbucket: FakeBitbucket) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
@@ -17,10 +16,8 @@ from tests.client.fake_bitbucket import APP_KEY, FakeBitbucket, running
 
 
 @pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    cache.clear()
-    yield
-    cache.clear()
+def _empty_cache(empty_cache: None) -> None:
+    """Every test here starts and ends with an empty cache."""
 
 
 @pytest.fixture
