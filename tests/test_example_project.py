@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ from example_project.demo import views as demo_views
 from example_project.demo.management.commands import demo as demo_command
 from example_project.demo.models import ReceivedWebhook
 from tests.callback_helpers import flow_ids, redirect_path
+from tests.conftest import SignalRecorder
 from tests.simulator.helpers import Router, django_transport
 
 if TYPE_CHECKING:
@@ -1392,3 +1394,74 @@ def test_example_settings_send_installs_from_bitbucket_to_the_landing(
         monkeypatch, tmp_path, "BITBUCKET_INSTALL_POST_INSTALL_REDIRECT=off\n", DEBUG="on"
     )
     assert off.BITBUCKET_INSTALL_POST_INSTALL_REDIRECT is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_whole_migration_to_forge_over_http(
+    simulator_site: None,
+    live_server: Any,
+    settings: Settings,
+    client: Client,
+    django_user_model: type[User],
+    server_threads_connections: None,
+    sent_signals: SignalRecorder,
+) -> None:
+    """The migration, every server-to-server call over real HTTP to a live server: a
+    Connect install through the simulator (asked about with Bitbucket), the descriptor
+    pushed to it with the command, the Forge app installed from the simulator's Forge page
+    (a signed lifecycle event, verified against the simulator's JWKS), the Forge
+    installation linked to the Connect one, and a Connect JWT minted from the stored secret
+    to read an application property."""
+    from bitbucket_install.models import ForgeInstallation
+    from bitbucket_install.signals import forge_installed
+    from bitbucket_install.simulator import state
+
+    base = live_server.url
+    forge_app = "ari:cloud:ecosystem::app/5f0c2a8e-4b1d-4e6f-9a3c-7d8e9f0a1b2c"
+    settings.BITBUCKET_INSTALL_BASE_URL = base
+    settings.BITBUCKET_INSTALL_ADDON_KEY = None
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = base + "/bitbucket/atlassian-connect.json"
+    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
+        "key": "example-app",
+        "name": "Example app",
+        "scopes": ["account", "repository"],
+    }
+    settings.BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True
+    settings.BITBUCKET_INSTALL_FORGE_APP_ID = forge_app
+    settings.BITBUCKET_INSTALL_FORGE_APP_LINK = "https://developer.atlassian.com/console/install/x"
+    ada = django_user_model.objects.create_user("ada", password="pw-ada-123")
+    client.force_login(ada)
+
+    # 1. The Connect install, connected to ada once the simulated Bitbucket vouched for it.
+    granted = grant_through_the_simulator(client)
+    assert follow(client, follow(client, granted)).status_code == 200
+    connect = Installation.objects.get()
+    assert (connect.user, connect.verified_at is not None) == (ada, True)
+    descriptor = client.get("/bitbucket/atlassian-connect.json").json()
+    assert (descriptor["forgeAppId"], descriptor["forgeAppLink"]) == (
+        forge_app,
+        "https://developer.atlassian.com/console/install/x",
+    )
+
+    # 2. The descriptor pushed: PUT /2.0/addon, signed, recorded on the installation.
+    out = StringIO()
+    call_command("bitbucket_install_push_descriptor", stdout=out)
+    connect.refresh_from_db()
+    assert connect.descriptor_pushed_at is not None
+    assert connect.descriptor_push_error == ""
+    assert state.addon_updates(connect.client_key) == 1
+
+    # 3. The Forge app installed on the same workspace, from the simulator's Forge page.
+    page = client.post("/bitbucket/simulator/forge/", {"action": "install", "workspace": "Acme"})
+    assert "The site answered HTTP 204." in page.content.decode()
+    forge = ForgeInstallation.objects.get()
+    assert forge.connect_installation == connect
+    [event] = sent_signals.of(forge_installed)
+    assert (event["forge_installation"].pk, event["installation"]) == (forge.pk, connect)
+
+    # 4. Its data moved with a Connect JWT minted from the stored secret.
+    path = "/2.0/repositories/acme/website/properties/example-app/settings"
+    with BitbucketClient(connect) as bitbucket:
+        bitbucket.put(path, json={"theme": "dark"})
+        assert bitbucket.get(path).json() == {"theme": "dark"}
