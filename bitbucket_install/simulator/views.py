@@ -10,6 +10,7 @@ connect to this machine.
 
 from __future__ import annotations
 
+import abc
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
@@ -319,8 +320,9 @@ class SimulatorPage(View):
     def get(self, request: HttpRequest) -> HttpResponse:
         return self.page(request)
 
+    @abc.abstractmethod
     def page(self, request: HttpRequest, status: int = 200, **context: Any) -> HttpResponse:
-        raise NotImplementedError
+        """The page with ``context`` (the outcome of a POST, or nothing), answered ``status``."""
 
 
 class SimulatorView(View):
