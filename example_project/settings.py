@@ -178,9 +178,13 @@ BITBUCKET_INSTALL_DESCRIPTOR_URI = env.str("BITBUCKET_INSTALL_DESCRIPTOR_URI", d
 BITBUCKET_INSTALL_REDIRECT_URI = env.str("BITBUCKET_INSTALL_REDIRECT_URI", default="") or None
 BITBUCKET_INSTALL_SHARED_SECRET = env.str("BITBUCKET_INSTALL_SHARED_SECRET", default="") or None
 BITBUCKET_INSTALL_SIMULATOR = env.bool("BITBUCKET_INSTALL_SIMULATOR", default=False)
+# The Forge app this Connect app moves to: forgeAppId and forgeAppLink in the descriptor
+# (push them to the installations with manage.py bitbucket_install_push_descriptor). With
+# the simulator on, a demo app that the simulator's Forge page installs.
 BITBUCKET_INSTALL_FORGE_APP_ID = env.str("BITBUCKET_INSTALL_FORGE_APP_ID", default="") or (
     DEMO_FORGE_APP_ID if BITBUCKET_INSTALL_SIMULATOR else None
 )
+BITBUCKET_INSTALL_FORGE_APP_LINK = env.str("BITBUCKET_INSTALL_FORGE_APP_LINK", default="") or None
 BITBUCKET_INSTALL_AUTHORIZE_URL = env.str("BITBUCKET_INSTALL_AUTHORIZE_URL", default="") or (
     f"{_base}/bitbucket/simulator/authorize/" if BITBUCKET_INSTALL_SIMULATOR else None
 )
@@ -200,10 +204,6 @@ BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = env.bool(
 # The backend of those tasks. Django's default runs each at once (enough for the demo);
 # production wants a worker that can run a task later, e.g.
 # TASKS_BACKEND=django_tasks_db.DatabaseBackend with `manage.py db_worker` running.
-# The Forge app this Connect app moves to: forgeAppId and forgeAppLink in the descriptor
-# (push them to the installations with manage.py bitbucket_install_push_descriptor).
-BITBUCKET_INSTALL_FORGE_APP_ID = env.str("BITBUCKET_INSTALL_FORGE_APP_ID", default="") or None
-BITBUCKET_INSTALL_FORGE_APP_LINK = env.str("BITBUCKET_INSTALL_FORGE_APP_LINK", default="") or None
 _tasks_backend = env.str("TASKS_BACKEND", default="")
 if _tasks_backend:
     TASKS = {"default": {"BACKEND": _tasks_backend}}
