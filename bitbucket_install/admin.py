@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import django
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.exceptions import PermissionDenied
@@ -240,7 +241,7 @@ class InstallationAdmin(RecordedRowsAdmin):
         "confirmed_at",
         "verified_at",
         "uninstalled_at",
-        "forge_migration",
+        "forge_migration_state",
         "descriptor_pushed_at",
         "descriptor_push_error",
         "updated_at",
@@ -296,6 +297,8 @@ class InstallationAdmin(RecordedRowsAdmin):
             "states": states,
             "chart": chart(figures.days),
             "changelist_url": changelist,
+            # Django 6 made the admin's breadcrumbs a list; 5.2 styles only its <div>.
+            "list_breadcrumbs": django.VERSION >= (6, 0),
         }
         return TemplateResponse(request, self.migration_template, context)
 
@@ -340,9 +343,15 @@ class InstallationAdmin(RecordedRowsAdmin):
             return format_html("{}", _("Installed"))
         return format_html("{}<br>{}", _("Uninstalled"), short_date(installation.uninstalled_at))
 
-    @admin.display(description=_("Forge migration"))
+    # "Forge", not "Forge migration": the changelist has room for the short header only
+    # beside the sidebar and the filters at 1280 px.
+    @admin.display(description=_("Forge"))
     def forge_migration(self, installation: Installation) -> str:
         return migration.state_label(getattr(installation, migration.STATE_ANNOTATION))
+
+    @admin.display(description=_("Forge migration"))
+    def forge_migration_state(self, installation: Installation) -> str:
+        return self.forge_migration(installation)
 
     @admin.display(description=_("workspace (as Bitbucket sent it)"))
     def workspace_details(self, installation: Installation) -> str:

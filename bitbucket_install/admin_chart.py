@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from bitbucket_install.migration import Day
 
 # The drawing's own units: the SVG scales to its box through its viewBox.
-WIDTH = 600
-HEIGHT = 200
+WIDTH = 400
+HEIGHT = 180
 # Room at the left for the scale's labels, at the bottom for the first and last day.
-LEFT = 40
+LEFT = 36
 BOTTOM = 24
-TOP = 8
+TOP = 10
 
 
 @dataclass(frozen=True)

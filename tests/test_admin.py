@@ -131,7 +131,7 @@ def test_changelist(admin_client: Client, rows: dict[str, Installation]) -> None
         "workspace",
         "connected user",
         "created",
-        "Forge migration",
+        "Forge",
         "status",
     ]
     # The status column: installed, or uninstalled and since when.
