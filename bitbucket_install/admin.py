@@ -3,15 +3,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import django
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections, transaction
 from django.db.models import Model, Q, QuerySet, Value
 from django.db.models.constants import LOOKUP_SEP
 from django.db.models.functions import Upper
 from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
@@ -19,6 +22,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from bitbucket_install import migration
+from bitbucket_install.admin_chart import chart
 from bitbucket_install.models import ForgeInstallation, Installation
 from bitbucket_install.signals import send_on_commit, uninstalled
 
@@ -48,29 +53,22 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 class DescriptorPushFilter(admin.SimpleListFilter):
-    """Where each installation is in the move to Forge, as the last push of the descriptor
-    (``bitbucket_install_push_descriptor``) left it."""
+    """Where each installation is in the move to Forge: what the last push of the
+    descriptor (``bitbucket_install_push_descriptor``) left, or linked to a Forge
+    installation. The states are the column's (``migration.state_expression``)."""
 
     title = _("Forge migration")
     parameter_name = "descriptor_push"
 
     def lookups(self, request: HttpRequest, model_admin: ModelAdmin) -> list[tuple[str, str]]:
-        return [
-            ("connect", str(_("Connect only"))),
-            ("pushed", str(_("Descriptor pushed"))),
-            ("failed", str(_("Push failed"))),
-        ]
+        return [(state, str(label)) for state, label in migration.STATES.items()]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        choices = {
-            "connect": Q(descriptor_pushed_at__isnull=True, descriptor_push_error=""),
-            "pushed": Q(descriptor_pushed_at__isnull=False, descriptor_push_error=""),
-            "failed": ~Q(descriptor_push_error=""),
-        }
-        chosen = choices.get(str(self.value()))
-        if chosen is None:
+        if self.value() not in migration.STATES:
             return queryset
-        filtered: QuerySet[Any] = queryset.filter(chosen)
+        filtered: QuerySet[Any] = migration.with_state(queryset).filter(
+            **{migration.STATE_ANNOTATION: self.value()}
+        )
         return filtered
 
 
@@ -207,6 +205,7 @@ class InstallationAdmin(RecordedRowsAdmin):
         "principal_name",
         "user",
         "created_on",
+        "forge_migration",
         "status",
     ]
     # No "product_type" filter: every row says "bitbucket", and listing its values is a
@@ -242,15 +241,66 @@ class InstallationAdmin(RecordedRowsAdmin):
         "confirmed_at",
         "verified_at",
         "uninstalled_at",
+        "forge_migration_state",
         "descriptor_pushed_at",
         "descriptor_push_error",
         "updated_at",
     ]
     fields = tuple(readonly_fields)
     actions = ["mark_uninstalled", "disconnect_user"]
+    change_list_template = "admin/bitbucket_install/installation/change_list.html"
+    migration_template = "admin/bitbucket_install/installation/migration.html"
 
     class Media:
         css = {"all": ["bitbucket_install/admin.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Installation]:
+        # The state of each row in the same query as the row (an EXISTS subquery by
+        # primary key): no query per row, and no WHERE, so the paginator's estimate of
+        # an unfiltered table still applies.
+        return migration.with_state(super().get_queryset(request))
+
+    def get_urls(self) -> list[URLPattern]:
+        options = self.opts
+        # Before the model's own URLs: "<path:object_id>/" would take "migration/".
+        return [
+            path(
+                "migration/",
+                self.admin_site.admin_view(self.migration_view),
+                name=f"{options.app_label}_{options.model_name}_migration",
+            ),
+            *super().get_urls(),
+        ]
+
+    def migration_view(self, request: HttpRequest) -> TemplateResponse:
+        """Counts per state of the installed installations, and their progress by day."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        figures = migration.progress()
+        changelist = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        states = [
+            (
+                label,
+                figures.counts[state],
+                f"{changelist}?status=installed&descriptor_push={state}",
+            )
+            for state, label in migration.STATES.items()
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Migration to Forge"),
+            "progress": figures,
+            "states": states,
+            "chart": chart(figures.days),
+            "changelist_url": changelist,
+            # Django 6 made the admin's breadcrumbs a list; 5.2 styles only its <div>.
+            "list_breadcrumbs": django.VERSION >= (6, 0),
+        }
+        return TemplateResponse(request, self.migration_template, context)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Installation], search_term: str
@@ -292,6 +342,16 @@ class InstallationAdmin(RecordedRowsAdmin):
         if installation.uninstalled_at is None:
             return format_html("{}", _("Installed"))
         return format_html("{}<br>{}", _("Uninstalled"), short_date(installation.uninstalled_at))
+
+    # "Forge", not "Forge migration": the changelist has room for the short header only
+    # beside the sidebar and the filters at 1280 px.
+    @admin.display(description=_("Forge"))
+    def forge_migration(self, installation: Installation) -> str:
+        return migration.state_label(getattr(installation, migration.STATE_ANNOTATION))
+
+    @admin.display(description=_("Forge migration"))
+    def forge_migration_state(self, installation: Installation) -> str:
+        return self.forge_migration(installation)
 
     @admin.display(description=_("workspace (as Bitbucket sent it)"))
     def workspace_details(self, installation: Installation) -> str:

@@ -126,7 +126,14 @@ def test_changelist(admin_client: Client, rows: dict[str, Installation]) -> None
     assert "Acme Team" in content
     assert '<td class="field-user nowrap">ada</td>' in content  # the connected user
     headers = [header["text"] for header in response.context["result_headers"]][1:]
-    assert headers == ["client key", "workspace", "connected user", "created", "status"]
+    assert headers == [
+        "client key",
+        "workspace",
+        "connected user",
+        "created",
+        "Forge",
+        "status",
+    ]
     # The status column: installed, or uninstalled and since when.
     assert '<td class="field-status">Installed</td>' in content
     assert '<td class="field-status">Uninstalled<br><time datetime="' in content

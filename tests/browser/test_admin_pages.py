@@ -4,8 +4,11 @@
   clipped or scrolled off to the right), with the search help text under the search box.
 - The change page: the workspace and the installing Bitbucket user as short lists (name,
   type, UUID), the connected user as a link to that user's admin page, nothing editable.
+- The migration page, reached from the changelist: counts per state, the chart (inline SVG,
+  as wide as the page) and its table, at 1280 and 375 px, without an axe-core violation
+  that is serious or critical.
 
-Screenshots of both pages go to ``artifacts/browser/<test>/``.
+Screenshots of the pages go to ``artifacts/browser/<test>/``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
 from tests.browser.pages import ADMIN_VIEWPORT, log_in
@@ -63,19 +67,75 @@ def add_uninstalled_installation(server: DemoServer, user_id: int) -> int:
         "installed_at": (now - timedelta(days=40)).isoformat(),
         "confirmed_at": (now - timedelta(days=40)).isoformat(),
         "uninstalled_at": (now - timedelta(days=3)).isoformat(),
+        "descriptor_push_error": "",
         "created_at": (now - timedelta(days=400)).isoformat(),
         "updated_at": (now - timedelta(days=3)).isoformat(),
     }
+    return insert(server, "bitbucket_install_installation", row)
+
+
+def insert(server: DemoServer, table: str, row: dict[str, object]) -> int:
+    """``row`` written straight into ``table`` of the demo server's database; its key."""
     columns = ", ".join(row)
     marks = ", ".join("?" for _ in row)
     with contextlib.closing(sqlite3.connect(server.database, timeout=30)) as connection:
         with connection:
             cursor = connection.execute(
-                f"INSERT INTO bitbucket_install_installation ({columns}) VALUES ({marks})",  # noqa: S608 (our own column names)
+                f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608 (our own names)
                 list(row.values()),
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+
+def add_migrating_installations(server: DemoServer) -> None:
+    """Installations pushed over the last days, some failed, some linked to Forge."""
+    now = datetime.now(timezone.utc)
+
+    def stored(moment: datetime) -> str:
+        # As Django writes a time into SQLite (UTC, a space, no offset): what it compares.
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    for number in range(12):
+        pushed = now - timedelta(days=number * 2) if number % 4 else None
+        row: dict[str, object] = {
+            "client_key": f"ari:cloud:bitbucket::app/{{migrating-{number}}}/demo",
+            "addon_key": "django-bitbucket-install-demo",
+            "shared_secret": "s" * 40,
+            "public_key": "",
+            "base_url": "https://bitbucket.org",
+            "base_api_url": "https://api.bitbucket.org",
+            "product_type": "bitbucket",
+            "principal": "{}",
+            "principal_uuid": f"{{migrating-{number}}}",
+            "principal_name": f"Migrating workspace {number}",
+            "installed_by": "{}",
+            "descriptor_pushed_at": stored(pushed) if pushed else None,
+            "descriptor_push_error": "403 Improper authentication." if number == 8 else "",
+            "created_at": stored(now - timedelta(days=100)),
+            "updated_at": stored(now),
+        }
+        pk = insert(server, "bitbucket_install_installation", row)
+        if pushed is not None and number % 3 == 0:
+            linked = stored(min(pushed + timedelta(hours=6), now))
+            insert(
+                server,
+                "bitbucket_install_forgeinstallation",
+                {
+                    "installation_id": f"ari:cloud:ecosystem::installation/migrating-{number}",
+                    "app_id": "ari:cloud:ecosystem::app/0b0e3c2a-1d2e-4f5a-8b6c-7d8e9f0a1b2c",
+                    "app_version": "1.0.0",
+                    "environment_type": "PRODUCTION",
+                    "environment_id": "",
+                    "workspace_id": f"migrating-{number}",
+                    "api_base_url": "",
+                    "connect_installation_id": pk,
+                    "linked_at": linked,
+                    "installed_at": linked,
+                    "created_at": linked,
+                    "updated_at": linked,
+                },
+            )
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +197,43 @@ def test_change_page_shows_accounts_readably(
     user_link.click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Change user")
     expect(page.get_by_role("heading", level=2, name=demo_server.username)).to_be_visible()
+
+
+def test_migration_page_at_both_widths(
+    page: Page, demo_server: DemoServer, installation: int, steps: Steps
+) -> None:
+    add_migrating_installations(demo_server)
+    log_in(page, demo_server)
+    page.set_viewport_size(ADMIN_VIEWPORT)
+    page.goto(CHANGELIST_PATH)
+    page.get_by_role("link", name="Migration to Forge").click()
+    page.wait_for_url(f"{demo_server.url}{CHANGELIST_PATH}migration/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Migration to Forge")
+    expect(page.locator("#bbi-migration-states tbody th")).to_have_text(
+        ["Connect only", "Descriptor pushed", "Push failed", "Linked to Forge", "Total"]
+    )
+    chart = page.get_by_role("img", name="Progress of the migration to Forge")
+    expect(chart).to_be_visible()
+    # A day a row since the first push, 22 days ago (today's included).
+    expect(page.locator("#bbi-migration-days tbody tr")).to_have_count(23)
+    for width in (1280, 375):
+        page.set_viewport_size({"width": width, "height": 800})
+        sizes = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert sizes[0] <= sizes[1], sizes
+        box = chart.bounding_box()
+        content = page.locator("#content-main").bounding_box()
+        assert box is not None
+        assert content is not None
+        # As wide as the page's content (up to its largest), and never wider.
+        assert box["width"] <= content["width"] + 1
+        assert box["width"] >= min(content["width"], 640) - 1
+        steps.shot(page, f"migration-{width}")
+        results = Axe().run(page).response
+        (steps.directory / f"axe-{width}.json").write_text(json.dumps(results, indent=2))
+        assert results["passes"]
+        blocking = [
+            violation["id"]
+            for violation in results["violations"]
+            if violation["impact"] in {"serious", "critical"}
+        ]
+        assert not blocking, f"{width} px: {blocking}"

@@ -1,5 +1,6 @@
 """The push's outcome in the admin: read-only on the change page, and the changelist's
-"Forge migration" filter (Connect only, descriptor pushed, push failed)."""
+"Forge migration" filter (Connect only, descriptor pushed, push failed; linked to Forge is
+in tests/test_migration_admin.py)."""
 
 from __future__ import annotations
 
