@@ -7,6 +7,7 @@ that no signal was sent."""
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -288,3 +289,48 @@ def test_a_crash_in_a_thread_stops_the_run_and_is_raised(
     assert 1 <= len(calls) < len(made)
     assert bitbucket.received == []
     assert all(outcome(row) == (False, "") for row in made)
+
+
+def test_a_full_queue_makes_the_reader_record_what_is_done_meanwhile(
+    bitbucket: FakeBitbucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The only thread is held up: the reader finds the bounded queue full, records what
+    is done while it waits, and goes on once the thread moves again. Every row once."""
+    import threading
+
+    made = [on_fake(bitbucket, number) for number in range(8)]
+    held = threading.Event()
+    real_send = push.send
+    sent: list[str] = []
+    full: list[int] = []
+
+    def send_when_released(installation: Installation, **kwargs: object) -> str | None:
+        held.wait(10)
+        sent.append(installation.client_key)
+        return real_send(installation, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(push, "send", send_when_released)
+    put = queue.Queue.put
+
+    def put_or_say_full(
+        self: object, item: object, block: bool = True, timeout: float | None = None
+    ) -> None:
+        try:
+            put(self, item, block, timeout)  # type: ignore[arg-type]
+        except queue.Full:
+            full.append(1)
+            held.set()  # seen full once: let the thread go on
+            raise
+
+    monkeypatch.setattr(queue.Queue, "put", put_or_say_full)
+    seen: list[str] = []
+
+    push.push_all(
+        push.pages(push.pending(only_failed=False), page_size=3),
+        concurrency=1,
+        on_outcome=lambda installation, error: seen.append(installation.client_key),
+    )
+
+    assert full  # the queue of 2 was full while the thread was held
+    assert sorted(seen) == sorted(sent) == sorted(row.client_key for row in made)
+    assert all(outcome(row) == (True, "") for row in made)
