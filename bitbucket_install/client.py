@@ -21,7 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -97,7 +97,7 @@ class _ConnectJWT:
 class _SystemToken:
     """A Forge installation's authorization: the app system token Forge sent."""
 
-    token: str
+    token: str = field(repr=False)  # a credential: kept out of reprs, hence of tracebacks
 
     def authorize(self, request: httpx.Request) -> None:
         request.headers["Authorization"] = f"Bearer {self.token}"
@@ -158,7 +158,7 @@ class _ClientCore:
                 "no_system_token",
                 "No unexpired app system token is cached for the Forge installation "
                 f"{printable(installation.installation_id)}: Forge sends one with each "
-                "invocation (x-forge-oauth-system), and none has come since the last expired.",
+                "invocation (x-forge-oauth-system), and none has come yet or the last expired.",
             )
         return _SystemToken(token)
 

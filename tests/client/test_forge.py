@@ -247,3 +247,14 @@ def test_logs_name_the_forge_installation_not_the_token(
         bb.get("/2.0/workspaces/w")
     assert "GET /2.0/workspaces/w answered 200" in caplog.text
     assert token not in caplog.text
+
+
+def test_the_token_stays_out_of_reprs(
+    forge_installation: ForgeInstallation, bitbucket: FakeBitbucket, token: str
+) -> None:
+    with BitbucketClient(forge_installation) as bb:
+        prepared = bb._prepare(bb._http, "GET", "/2.0/workspaces/w", {})
+    assert token not in repr(prepared)
+    prepared.sign()
+    assert prepared.request.headers["Authorization"] == f"Bearer {token}"
+    assert bitbucket.received == []
