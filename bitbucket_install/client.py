@@ -2,7 +2,10 @@
 
 ``BitbucketClient(installation)`` (``AsyncBitbucketClient`` in async code) sends requests
 to the installation's API base URL, each signed with a Connect JWT over that very request:
-the request is built first, then signed from its final URL (``outgoing``).
+the request is built first, then signed from its final URL (``outgoing``). Given a
+``ForgeInstallation`` instead, it sends the app system token Forge last sent for it
+(``forge.system_tokens``) as ``Authorization: Bearer`` to the Forge installation's API base
+URL; only the authorization differs, the rest is the same code.
 ``access_token()`` swaps a Connect JWT for an OAuth access token (``grant``) and keeps it
 in Django's cache. A 429 is retried within bounds (``ratelimit``); other errors raise
 (``api_errors`` reads what Bitbucket said). Nothing is signed for an uninstalled
@@ -18,9 +21,9 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 try:
@@ -44,6 +47,7 @@ from bitbucket_install.exceptions import (
     RequestNotSent,
     TokenRefused,
 )
+from bitbucket_install.forge.system_tokens import system_token
 from bitbucket_install.grant import (
     GRANT_PATH,
     GrantRequest,
@@ -52,7 +56,7 @@ from bitbucket_install.grant import (
     read_grant_answer,
 )
 from bitbucket_install.identifiers import origin
-from bitbucket_install.models import Installation
+from bitbucket_install.models import ForgeInstallation, Installation
 from bitbucket_install.outgoing import OutgoingSigner, check_api_path
 from bitbucket_install.ratelimit import next_wait, retry_after
 from bitbucket_install.verification import printable
@@ -70,20 +74,44 @@ CACHE_KEY_PREFIX = "bitbucket_install:access_token:"
 _jitter = secrets.SystemRandom()
 
 
-@dataclass(frozen=True)
-class _Prepared:
-    """A request built to its last byte, and what signs it (again before each retry)."""
+class _Authorizer(Protocol):
+    def authorize(self, request: httpx.Request) -> None: ...
 
-    request: httpx.Request
+
+@dataclass(frozen=True)
+class _ConnectJWT:
+    """A Connect installation's authorization: a JWT over the very request."""
+
     signer: OutgoingSigner
     base_path: str
 
-    def sign(self) -> None:
+    def authorize(self, request: httpx.Request) -> None:
         # raw_path is the request target exactly as httpx writes it on the wire: the path
         # with its escapes (a "{uuid}" as %7B...%7D) and the query as encoded.
-        target = self.request.url.raw_path.decode("ascii")
-        token = self.signer.token(self.request.method, target, self.base_path, now=clock())
-        self.request.headers["Authorization"] = f"JWT {token}"
+        target = request.url.raw_path.decode("ascii")
+        token = self.signer.token(request.method, target, self.base_path, now=clock())
+        request.headers["Authorization"] = f"JWT {token}"
+
+
+@dataclass(frozen=True)
+class _SystemToken:
+    """A Forge installation's authorization: the app system token Forge sent."""
+
+    token: str = field(repr=False)  # a credential: kept out of reprs, hence of tracebacks
+
+    def authorize(self, request: httpx.Request) -> None:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request built to its last byte, and what authorizes it (again before each retry)."""
+
+    request: httpx.Request
+    authorizer: _Authorizer
+
+    def sign(self) -> None:
+        self.authorizer.authorize(self.request)
 
     @property
     def described(self) -> str:
@@ -103,11 +131,39 @@ class _GrantCall:
 class _ClientCore:
     """What the sync and async clients share: everything but sending and sleeping."""
 
-    def __init__(self, installation: Installation) -> None:
+    def __init__(self, installation: Installation | ForgeInstallation) -> None:
         self.installation = installation
 
-    def _signer(self) -> OutgoingSigner:
+    def _connect(self) -> Installation:
+        """The Connect installation, for what only Connect has (the JWT grant)."""
         installation = self.installation
+        if isinstance(installation, ForgeInstallation):
+            raise RequestNotSent(
+                "forge_no_grant",
+                "A Forge installation has no JWT grant: its calls carry the app system token "
+                "Forge sent, and access_token() is for Connect installations only.",
+            )
+        return installation
+
+    def _label(self) -> str:
+        installation = self.installation
+        if isinstance(installation, ForgeInstallation):
+            return "installation_id=" + printable(installation.installation_id)
+        return "client_key=" + printable(installation.client_key)
+
+    def _system_token(self, installation: ForgeInstallation) -> _SystemToken:
+        token = system_token(installation.installation_id)
+        if token is None:
+            raise RequestNotSent(
+                "no_system_token",
+                "No unexpired app system token is cached for the Forge installation "
+                f"{printable(installation.installation_id)}: Forge sends one with each "
+                "invocation (x-forge-oauth-system), and none has come yet or the last expired.",
+            )
+        return _SystemToken(token)
+
+    def _signer(self) -> OutgoingSigner:
+        installation = self._connect()
         if not installation.is_installed:
             raise RequestNotSent(
                 "uninstalled", "The installation is uninstalled: nothing is signed for it."
@@ -131,10 +187,10 @@ class _ClientCore:
         found = origin(url)
         if found is None or found not in app_settings.BITBUCKET_ORIGINS:
             logger.warning(
-                "API client refused to send: the %s of client_key=%s is not on "
+                "API client refused to send: the %s of %s is not on "
                 "BITBUCKET_INSTALL_BITBUCKET_ORIGINS: %s",
                 what,
-                printable(self.installation.client_key),
+                self._label(),
                 printable(url),
             )
             raise OriginNotAllowed(
@@ -151,17 +207,25 @@ class _ClientCore:
         path: str,
         kwargs: dict[str, Any],
     ) -> _Prepared:
-        signer = self._signer()
-        check_api_path(path)
-        root, base_path = self._root(self.installation.base_api_url, "API base URL")
-        return _Prepared(_build(http, method, root + path, kwargs), signer, base_path)
+        installation = self.installation
+        authorizer: _Authorizer
+        if isinstance(installation, ForgeInstallation):
+            authorizer = self._system_token(installation)
+            check_api_path(path)
+            root, _ = self._root(installation.api_base_url, "API base URL")
+        else:
+            signer = self._signer()
+            check_api_path(path)
+            root, base_path = self._root(installation.base_api_url, "API base URL")
+            authorizer = _ConnectJWT(signer, base_path)
+        return _Prepared(_build(http, method, root + path, kwargs), authorizer)
 
     def _grant_call(
         self, scopes: str | Iterable[str] | None, repository: str | None
     ) -> _GrantCall:
         signer = self._signer()
         grant = grant_request(scopes, repository)
-        root, base_path = self._root(self.installation.base_url, "base URL")
+        root, base_path = self._root(self._connect().base_url, "base URL")
         # Keyed with the project's SECRET_KEY over all that makes the token: another
         # installation, secret, Bitbucket or narrowing gets a token of its own, and the
         # key tells nobody reading the cache anything about the shared secret.
@@ -177,7 +241,7 @@ class _ClientCore:
     @staticmethod
     def _grant_prepared(http: httpx.Client | httpx.AsyncClient, call: _GrantCall) -> _Prepared:
         request = http.build_request("POST", call.root + GRANT_PATH, data=call.grant.form)
-        return _Prepared(request, call.signer, call.base_path)
+        return _Prepared(request, _ConnectJWT(call.signer, call.base_path))
 
     @staticmethod
     def _token_from(prepared: _Prepared, response: httpx.Response) -> tuple[str, int]:
@@ -262,7 +326,8 @@ def _entry(token: str, lifetime: int) -> dict[str, Any]:
 
 
 class BitbucketClient(_ClientCore):
-    """Signed calls to Bitbucket's API as ``installation``, over one pooled httpx client.
+    """Signed calls to Bitbucket's API as ``installation`` (a Connect ``Installation`` or a
+    ``ForgeInstallation``), over one pooled httpx client.
 
     ``sleep`` waits out 429s (tests pass one that only records); ``transport`` is an
     httpx transport instead of the network (``httpx.MockTransport`` in a project's tests).
@@ -271,7 +336,7 @@ class BitbucketClient(_ClientCore):
 
     def __init__(
         self,
-        installation: Installation,
+        installation: Installation | ForgeInstallation,
         *,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
@@ -326,7 +391,8 @@ class BitbucketClient(_ClientCore):
     ) -> str:
         """An OAuth access token for the installation, through the JWT grant; reused from
         Django's cache until shortly before it expires. ``scopes`` and ``repository``
-        narrow it (each narrowing is its own token)."""
+        narrow it (each narrowing is its own token). Connect installations only: for a
+        ``ForgeInstallation`` it raises ``RequestNotSent`` (``forge_no_grant``)."""
         call = self._grant_call(scopes, repository)
         cached = _fresh(cache.get(call.cache_key))
         if cached is not None:
@@ -356,7 +422,7 @@ class AsyncBitbucketClient(_ClientCore):
 
     def __init__(
         self,
-        installation: Installation,
+        installation: Installation | ForgeInstallation,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,

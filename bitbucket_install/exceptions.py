@@ -58,7 +58,9 @@ class RequestNotSent(BitbucketInstallError):
 
     ``reason`` is a stable code, safe to log: ``uninstalled``, ``no_shared_secret``,
     ``no_app_key``, ``path_not_relative``, ``path_malformed``, ``path_dot_segment``,
-    ``scope_malformed``, ``repository_malformed``, or ``origin_not_allowed``.
+    ``scope_malformed``, ``repository_malformed``, ``origin_not_allowed``, and for a
+    ``ForgeInstallation`` ``no_system_token`` (none cached) or ``forge_no_grant`` (no JWT
+    grant for Forge).
     """
 
     def __init__(self, reason: str, message: str) -> None:

@@ -6,6 +6,10 @@ Every call is authenticated as Bitbucket does it: ``Authorization: JWT`` signed 
 shared secret the simulator gave the installation (``sub`` its clientKey, ``iss`` the app's
 key, ``exp``, and a qsh over this very request relative to the API base URL; any ``aud``
 ignored), or, except on ``/2.0/addon``, ``Authorization: Bearer`` with a token of the grant.
+A Forge installation the simulator made calls with ``Authorization: Bearer`` and the app
+system token its Forge page sent (RS256 with the simulator's Forge key, ``sub`` the
+installation): on its own workspace's ``/2.0/workspaces/{w}`` and ``/2.0/repositories/{w}``,
+and on ``/2.0/addon/{addon_key}/client-key``, which only a Forge caller may call.
 A refusal is a 401 in Bitbucket's error shape (the grant's in OAuth's). Token checks are
 ``bitbucket_install.tokens``', the same code that verifies Bitbucket's tokens to the app.
 
@@ -15,6 +19,7 @@ Bitbucket does: ``text/plain``, no ``Retry-After``. The grant is not counted.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -22,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import jwt
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from django.urls import reverse
@@ -30,7 +36,7 @@ from django.views import View
 
 from bitbucket_install.conf import app_settings
 from bitbucket_install.grant import GRANT_PATH, GRANT_TYPE
-from bitbucket_install.simulator import state
+from bitbucket_install.simulator import forge, state
 from bitbucket_install.simulator.base import (
     RATE_LIMIT_MESSAGE,
     SIMULATED_USER,
@@ -132,7 +138,46 @@ class Caller:
         return Workspace.named(self.installation.workspace)
 
 
-def authenticated(request: HttpRequest, *, jwt_only: bool) -> Caller:
+@dataclass(frozen=True)
+class ForgeCaller:
+    """A Forge installation the simulator made, by an app system token its Forge page sent:
+    it sees its workspace's repositories (an app token is not narrowed to one)."""
+
+    installation_id: str
+    workspace_name: str
+    repository: None = None
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace.named(self.workspace_name)
+
+
+def forge_caller(token: str) -> ForgeCaller | None:
+    """The Forge installation whose system token ``token`` is; None if it is none."""
+    try:
+        subject = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except (jwt.InvalidTokenError, ValueError, RecursionError):
+        return None
+    # Looked up before the key is touched: a grant's token never makes the simulator mint
+    # one, and only an installation the Forge page made has a token signed by it.
+    found = next((item for item in forge.installations() if item.get("id") == subject), None)
+    if found is None:
+        return None
+    try:
+        jwt.decode(
+            token,
+            forge.signing_key().public_key(),
+            algorithms=["RS256"],
+            options={"require": ["exp", "sub"]},
+            leeway=TOKEN_LEEWAY,
+        )
+    except jwt.InvalidTokenError as error:
+        logger.warning("simulated API refused a Forge system token: %s", type(error).__name__)
+        return None
+    return ForgeCaller(found["id"], found.get("workspace", ""))
+
+
+def authenticated(request: HttpRequest, *, jwt_only: bool) -> Caller | ForgeCaller:
     """The caller of this API request, or ``Refused(401)``."""
     scheme, credential = _credentials(request)
     if scheme == "JWT" and credential:
@@ -143,6 +188,9 @@ def authenticated(request: HttpRequest, *, jwt_only: bool) -> Caller:
             logger.warning("simulated API refused a JWT: reason=%s", error.reason)
             raise Refused(401, "Unauthorized", f"The JWT was refused ({error.reason}).") from error
     if scheme == "Bearer" and credential and not jwt_only:
+        forge_installation = forge_caller(credential)
+        if forge_installation is not None:
+            return forge_installation
         holder = state.access_token(credential)
         found = state.installation(holder[0]) if holder is not None else None
         if holder is None or found is None or found.deleted:
@@ -156,6 +204,7 @@ def authenticated(request: HttpRequest, *, jwt_only: bool) -> Caller:
 # --- the endpoints -------------------------------------------------------------------------
 
 Handler = Callable[[HttpRequest, Caller, dict[str, str]], HttpResponse]
+ForgeHandler = Callable[[HttpRequest, ForgeCaller, dict[str, str]], HttpResponse]
 
 
 def _json(data: object, status: int = 200) -> JsonResponse:
@@ -166,14 +215,16 @@ def _no_content() -> HttpResponse:
     return HttpResponse(status=204)
 
 
-def _workspace_of(caller: Caller, name: str) -> Workspace:
+def _workspace_of(caller: Caller | ForgeCaller, name: str) -> Workspace:
     workspace = caller.workspace
     if not workspace.is_named(name):
         raise Refused(404, f"No workspace with identifier '{printable(name, 100)}'.")
     return workspace
 
 
-def _visible_repositories(caller: Caller, workspace: Workspace) -> list[dict[str, Any]]:
+def _visible_repositories(
+    caller: Caller | ForgeCaller, workspace: Workspace
+) -> list[dict[str, Any]]:
     """The workspace's repositories this caller may see: all, or the one its token names."""
     repositories = workspace.repositories()
     if caller.repository is None:
@@ -197,11 +248,15 @@ def get_workspaces(request: HttpRequest, caller: Caller, params: dict[str, str])
     return _json(page_of([caller.workspace.api]))
 
 
-def get_workspace(request: HttpRequest, caller: Caller, params: dict[str, str]) -> HttpResponse:
+def get_workspace(
+    request: HttpRequest, caller: Caller | ForgeCaller, params: dict[str, str]
+) -> HttpResponse:
     return _json(_workspace_of(caller, params["workspace"]).api)
 
 
-def get_repositories(request: HttpRequest, caller: Caller, params: dict[str, str]) -> HttpResponse:
+def get_repositories(
+    request: HttpRequest, caller: Caller | ForgeCaller, params: dict[str, str]
+) -> HttpResponse:
     workspace = _workspace_of(caller, params["workspace"])
     return _json(page_of(_visible_repositories(caller, workspace)))
 
@@ -213,6 +268,25 @@ def get_repository(request: HttpRequest, caller: Caller, params: dict[str, str])
 
 def get_linkers(request: HttpRequest, caller: Caller, params: dict[str, str]) -> HttpResponse:
     return _json(page_of([]))
+
+
+def get_client_key(
+    request: HttpRequest, caller: ForgeCaller, params: dict[str, str]
+) -> HttpResponse:
+    """The clientKey of the Connect installation of ``addon_key`` on the Forge caller's
+    workspace. Bitbucket documents no body: the simulator answers ``{"clientKey": ...}``."""
+    addon_key = params["addon_key"]
+    workspace = caller.workspace
+    for installation in state.installations():
+        if (
+            installation.app_key == addon_key
+            and Workspace.named(installation.workspace).uuid == workspace.uuid
+            and not installation.deleted
+        ):
+            return _json({"clientKey": installation.client_key})
+    raise Refused(
+        404, f"The Connect addon '{printable(addon_key, 100)}' is not installed on this workspace."
+    )
 
 
 def put_addon(request: HttpRequest, caller: Caller, params: dict[str, str]) -> HttpResponse:
@@ -286,11 +360,34 @@ def on_property(request: HttpRequest, caller: Caller, params: dict[str, str]) ->
 
 @dataclass(frozen=True)
 class Route:
+    """An endpoint: ``handler`` answers Connect callers, ``forge_handler`` Forge ones (None:
+    that kind of caller gets a 401)."""
+
     methods: frozenset[str]
     pattern: re.Pattern[str]
-    handler: Handler
+    handler: Handler | None
     # /2.0/addon "only supports JWT authentication".
     jwt_only: bool = False
+    forge_handler: ForgeHandler | None = None
+
+    def bound(
+        self, request: HttpRequest, caller: Caller | ForgeCaller, params: dict[str, str]
+    ) -> Callable[[], HttpResponse]:
+        """The answer of this route to ``caller``, to call; ``Refused(401)`` for a caller of
+        a kind it does not serve."""
+        if isinstance(caller, ForgeCaller):
+            if self.forge_handler is None:
+                raise Refused(
+                    401, "Unauthorized", "A Forge app system token is not accepted here."
+                )
+            return functools.partial(self.forge_handler, request, caller, params)
+        if self.handler is None:
+            raise Refused(
+                401,
+                "Unauthorized",
+                "This endpoint is for a Forge app only (asApp): send its system token.",
+            )
+        return functools.partial(self.handler, request, caller, params)
 
 
 _NAME = "[^/]+"
@@ -298,12 +395,16 @@ ROUTES = (
     Route(frozenset({"GET"}), re.compile("/2.0/user"), get_user),
     Route(frozenset({"GET"}), re.compile("/2.0/workspaces"), get_workspaces),
     Route(
-        frozenset({"GET"}), re.compile(f"/2.0/workspaces/(?P<workspace>{_NAME})"), get_workspace
+        frozenset({"GET"}),
+        re.compile(f"/2.0/workspaces/(?P<workspace>{_NAME})"),
+        get_workspace,
+        forge_handler=get_workspace,
     ),
     Route(
         frozenset({"GET"}),
         re.compile(f"/2.0/repositories/(?P<workspace>{_NAME})"),
         get_repositories,
+        forge_handler=get_repositories,
     ),
     Route(
         frozenset({"GET"}),
@@ -313,6 +414,12 @@ ROUTES = (
     Route(frozenset({"PUT"}), re.compile("/2.0/addon"), put_addon, jwt_only=True),
     Route(frozenset({"DELETE"}), re.compile("/2.0/addon"), delete_addon, jwt_only=True),
     Route(frozenset({"GET"}), re.compile("/2.0/addon/linkers"), get_linkers, jwt_only=True),
+    Route(
+        frozenset({"GET"}),
+        re.compile(f"/2.0/addon/(?P<addon_key>{_NAME})/client-key"),
+        None,
+        forge_handler=get_client_key,
+    ),
     Route(
         frozenset({"GET", "PUT", "DELETE"}),
         re.compile("(?P<path>/2.0/(?:repositories|users)/.+/properties/.+)"),
@@ -359,12 +466,13 @@ class SimulatedAPIView(View):
         response: HttpResponse
         try:
             caller = authenticated(request, jwt_only=route is not None and route.jwt_only)
+            answer = None if route is None else route.bound(request, caller, params)
             if state.take_rate_limited():
                 response = rate_limited()
-            elif route is None:
+            elif answer is None:
                 raise Refused(405 if other_method else 404, "Resource not found")
             else:
-                response = route.handler(request, caller, params)
+                response = answer()
         except Refused as refused:
             response = error_response(refused)
         response["Cache-Control"] = "no-store"

@@ -8,6 +8,10 @@ and a qsh that atlassian-jwt recomputes from the method, path and query received
 to the server's base path), never from the body. A request that fails gets Bitbucket's 401
 and its problem is recorded, so tests assert ``problems == []`` as well as the answer.
 
+A Forge installation's calls carry ``Authorization: Bearer <app system token>`` instead:
+one of ``bearer_tokens`` (the tokens the test told it about) is accepted as it is, any
+other Bearer token refused.
+
 Answers: ``script`` holds answers to give, first in first out; with none left, an API path
 gets 200 with what was received, the grant path an access token.
 """
@@ -96,6 +100,7 @@ class FakeBitbucket:
     def __init__(self, base_path: str = "") -> None:
         self.base_path = base_path
         self.secrets = {CLIENT_KEY: SHARED_SECRET}
+        self.bearer_tokens: set[str] = set()
         self.received: list[Received] = []
         self.script: list[Answer] = []
         self.grant_expires_in: int | None = 7200
@@ -168,6 +173,8 @@ class FakeBitbucket:
 
     def verify(self, received: Received) -> tuple[str | None, dict[str, Any] | None]:
         scheme, _, token = received.headers.get("authorization", "").partition(" ")
+        if scheme == "Bearer":
+            return (None if token in self.bearer_tokens else "unknown Bearer token"), None
         if scheme != "JWT" or not token:
             return "no Authorization: JWT header", None
         try:
