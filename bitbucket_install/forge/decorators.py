@@ -25,6 +25,7 @@ from bitbucket_install.conf import app_settings
 from bitbucket_install.exceptions import InvocationRefused, JWKSUnavailable
 from bitbucket_install.forge import system_tokens
 from bitbucket_install.forge.invocation import Invocation
+from bitbucket_install.models import ForgeInstallation
 from bitbucket_install.verification import printable
 
 logger = logging.getLogger("bitbucket_install")
@@ -44,6 +45,22 @@ class ForgeRequest:
     invocation: Invocation
     system_token: str | None = field(default=None, repr=False)
     user_token: str | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def forge_installation(self) -> ForgeInstallation | None:
+        """The ``ForgeInstallation`` of the token's installation, or None while none is
+        recorded (its ``installed`` event not in yet). Read once, when first asked for."""
+        found: ForgeInstallation | None = ForgeInstallation.objects.filter(
+            installation_id=self.invocation.installation_id
+        ).first()
+        return found
+
+    async def aforge_installation(self) -> ForgeInstallation | None:
+        """``forge_installation`` for async views (the ORM's async query; not kept)."""
+        found: ForgeInstallation | None = await ForgeInstallation.objects.filter(
+            installation_id=self.invocation.installation_id
+        ).afirst()
+        return found
 
 
 def forge_invocation_required(view: View, /) -> View:

@@ -386,3 +386,33 @@ def test_a_refused_kid_does_not_hide_the_known_one(
     assert post(client, headers(TOKEN)).status_code == 200
     assert keys.fetches == 2
     assert KID in {key["kid"] for key in keys.jwks["keys"]}
+
+
+def test_request_forge_finds_the_recorded_forge_installation(client: Client) -> None:
+    from bitbucket_install.models import ForgeInstallation
+
+    assert post(client, headers(TOKEN)).status_code == 200
+    ((_, before),) = views.calls
+    assert before.forge_installation is None  # no installed event recorded yet
+
+    row = ForgeInstallation.objects.create(installation_id=INSTALLATION_ID, app_id=APP_ID)
+    views.calls.clear()
+    assert post(client, headers(TOKEN)).status_code == 200
+    ((_, forge),) = views.calls
+    assert forge.forge_installation == row
+    assert forge.forge_installation is forge.forge_installation  # read once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_views_ask_for_the_forge_installation_with_await(
+    client: Client, server_threads_connections: None
+) -> None:
+    import asyncio
+
+    from bitbucket_install.models import ForgeInstallation
+
+    assert post(client, headers(TOKEN), "/async-remote").status_code == 200
+    ((_, forge),) = views.calls
+    assert asyncio.run(forge.aforge_installation()) is None
+    row = ForgeInstallation.objects.create(installation_id=INSTALLATION_ID, app_id=APP_ID)
+    assert asyncio.run(forge.aforge_installation()) == row
