@@ -1323,6 +1323,20 @@ def test_make_demo_installs_the_client_extra() -> None:
     assert "-e '.[example,client,forge]'" in makefile
 
 
+def unregistered_on(settings: Settings, base: str) -> None:
+    """The site an unregistered app at ``base`` (a live server), with the scopes the
+    simulated API's repository calls need."""
+    settings.BITBUCKET_INSTALL_BASE_URL = base
+    settings.BITBUCKET_INSTALL_ADDON_KEY = None
+    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
+    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = base + "/bitbucket/atlassian-connect.json"
+    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
+        "key": "example-app",
+        "name": "Example app",
+        "scopes": ["account", "repository"],
+    }
+
+
 @pytest.mark.django_db(transaction=True)
 def test_end_to_end_over_http(
     simulator_site: None,
@@ -1338,15 +1352,7 @@ def test_end_to_end_over_http(
     call over real HTTP to a live server (the descriptor, the installed callback, the API
     calls and the grant, the webhook); the browser's side in-process."""
     base = live_server.url
-    settings.BITBUCKET_INSTALL_BASE_URL = base
-    settings.BITBUCKET_INSTALL_ADDON_KEY = None
-    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
-    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = base + "/bitbucket/atlassian-connect.json"
-    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
-        "key": "example-app",
-        "name": "Example app",
-        "scopes": ["account", "repository"],
-    }
+    unregistered_on(settings, base)
     settings.BITBUCKET_INSTALL_WEBHOOKS = ["repo:push"]
     # As the example has it: the simulated Bitbucket is asked, over HTTP, whether the
     # installation is genuine before it is connected.
@@ -1418,15 +1424,7 @@ def test_the_whole_migration_to_forge_over_http(
 
     base = live_server.url
     forge_app = "ari:cloud:ecosystem::app/5f0c2a8e-4b1d-4e6f-9a3c-7d8e9f0a1b2c"
-    settings.BITBUCKET_INSTALL_BASE_URL = base
-    settings.BITBUCKET_INSTALL_ADDON_KEY = None
-    settings.BITBUCKET_INSTALL_SHARED_SECRET = None
-    settings.BITBUCKET_INSTALL_DESCRIPTOR_URI = base + "/bitbucket/atlassian-connect.json"
-    settings.BITBUCKET_INSTALL_DESCRIPTOR = {
-        "key": "example-app",
-        "name": "Example app",
-        "scopes": ["account", "repository"],
-    }
+    unregistered_on(settings, base)
     settings.BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True
     settings.BITBUCKET_INSTALL_FORGE_APP_ID = forge_app
     settings.BITBUCKET_INSTALL_FORGE_APP_LINK = "https://developer.atlassian.com/console/install/x"

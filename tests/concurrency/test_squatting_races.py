@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
-from pytest_django.fixtures import Settings
 from pytest_django.live_server_helper import LiveServer
 
-from bitbucket_install.conf import DEFAULT_BITBUCKET_ORIGINS
 from bitbucket_install.models import Installation
-from tests.client.fake_bitbucket import FakeBitbucket, running
+from tests.client.fake_bitbucket import FakeBitbucket
 from tests.concurrency.conftest import SignalLog, http_request, send_together
-from tests.genuine.conftest import CHOSEN_SECRET, DUMMY
+from tests.genuine.conftest import CHOSEN_SECRET
+from tests.genuine.conftest import bitbucket as bitbucket  # the fixture, shared
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.django_db(transaction=True)]
 
 ROUNDS = 4
 CONTENDERS = 4
-
-
-@pytest.fixture
-def bitbucket(settings: Settings) -> Iterator[FakeBitbucket]:
-    for fake in running():
-        fake.secrets = {}
-        settings.BITBUCKET_INSTALL_BITBUCKET_ORIGINS = [*DEFAULT_BITBUCKET_ORIGINS, fake.origin]
-        settings.BITBUCKET_INSTALL_CONFIRM_WITH_BITBUCKET = True
-        settings.TASKS = {"default": {"BACKEND": DUMMY}}
-        yield fake
 
 
 def installed_request(
