@@ -409,10 +409,18 @@ def test_async_views_ask_for_the_forge_installation_with_await(
 ) -> None:
     import asyncio
 
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
     from bitbucket_install.models import ForgeInstallation
 
     assert post(client, headers(TOKEN), "/async-remote").status_code == 200
     ((_, forge),) = views.calls
-    assert asyncio.run(forge.aforge_installation()) is None
-    row = ForgeInstallation.objects.create(installation_id=INSTALLATION_ID, app_id=APP_ID)
-    assert asyncio.run(forge.aforge_installation()) == row
+    try:
+        assert asyncio.run(forge.aforge_installation()) is None
+        row = ForgeInstallation.objects.create(installation_id=INSTALLATION_ID, app_id=APP_ID)
+        assert asyncio.run(forge.aforge_installation()) == row
+    finally:
+        # The async queries ran on asgiref's thread: its connection is closed there, or
+        # PostgreSQL could not drop the test database at the end.
+        asyncio.run(sync_to_async(connections.close_all)())
